@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from grace.errors import GraceError
+
 SPEC_VERSION = 1
 
 # Default targets: every decoder layer's attention and MLP projections of the *language model*.
@@ -39,7 +41,7 @@ DEFAULT_IGNORE: tuple[str, ...] = (
 )
 
 
-class SpecError(ValueError):
+class SpecError(GraceError, ValueError):
     """An invalid quantization spec (bad bits, group size, or patterns)."""
 
 

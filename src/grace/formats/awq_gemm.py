@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from grace.errors import GraceError
+
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble k holds channel 8c + AWQ_ORDER[k]
 AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)  # channel j sits in nibble AWQ_REVERSE_ORDER[j]
 AWQ_ZERO_WORD = -2004318072  # 0x88888888 as a signed int32
@@ -29,7 +31,7 @@ PACK_VERSION_W4 = "gemm"
 PACK_VERSION_W8 = "int8-rowmajor"
 
 
-class PackError(ValueError):
+class PackError(GraceError, ValueError):
     """Codes, scales or shapes that a packed layout cannot express."""
 
 

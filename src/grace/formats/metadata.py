@@ -14,12 +14,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grace.errors import GraceError
+
 from grace.formats.awq_gemm import PACK_VERSION_W4, PACK_VERSION_W8
 
 METADATA_FILE = "awq_quantized_modules.json"
 
 
-class FormatError(ValueError):
+class FormatError(GraceError, ValueError):
     """A checkpoint file that does not follow its format; the message names file and field."""
 
 

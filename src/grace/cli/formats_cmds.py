@@ -1,0 +1,1 @@
+"""`grace pack` and `grace inspect` (filled in by the foundation work)."""
