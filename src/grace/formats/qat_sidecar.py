@@ -18,7 +18,7 @@ import pickle
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from grace.formats.metadata import FormatError
@@ -135,3 +135,70 @@ def infer_bits(weight: torch.Tensor, log_scale: torch.Tensor) -> int:
     if lo >= -128 and hi <= 127:
         return 8
     raise FormatError(f"codes in [{lo}, {hi}] fit neither 4 nor 8 bits")
+
+
+class LazySidecar:
+    """Read-on-demand view of a sidecar: ``keys()``, ``[key]``, ``module_names()``.
+
+    safetensors are opened lazily; a ``.bin`` is memory-mapped (``weights_only=True,
+    mmap=True``), so a 7B sidecar is never fully resident.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        if path.suffix == ".safetensors":
+            try:
+                self._st = safe_open(str(path), framework="pt")
+            except (SafetensorError, OSError) as e:
+                raise FormatError(f"{path}: corrupt or unreadable safetensors file ({e})") from None
+            self._keys = list(self._st.keys())
+            self._dict = None
+        else:
+            self._dict = _read_bin_mmap(path)
+            self._keys = list(self._dict)
+
+    def keys(self) -> list[str]:
+        return self._keys
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._keys:
+            raise FormatError(f"{self.path}: no tensor {key!r}")
+        return self._dict[key] if self._dict is not None else self._st.get_tensor(key)
+
+    def module_names(self) -> list[str]:
+        names = []
+        for k in self._keys:
+            name, _, leaf = k.rpartition(".")
+            if leaf not in ("weight", "log_scale", "bias") or not name:
+                raise FormatError(f"{self.path}: unexpected tensor {k!r} (expected NAME.weight / NAME.log_scale / NAME.bias)")
+            if leaf == "log_scale":
+                names.append(name)
+        for n in names:
+            if f"{n}.weight" not in self._keys:
+                raise FormatError(f"{self.path}: module {n!r} has a log_scale but no weight")
+        return names
+
+
+def _read_bin_mmap(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise FormatError(
+            f"{path}: refused to load: the pickle needs to run code or build objects other than tensors "
+            f"({str(e).splitlines()[0][:160]}). grace never unpickles untrusted code."
+        ) from None
+    except (RuntimeError, EOFError, OSError):
+        return read_bin(path)  # not a zip-format file: mmap unsupported, fall back (still weights_only)
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise FormatError(f"{path}: expected a dict of name -> tensor")
+    return obj
+
+
+def open_sidecar(directory: str | Path) -> LazySidecar:
+    p = sidecar_path(directory)
+    if p is None:
+        raise FormatError(f"{Path(directory)}: no QAT sidecar ({SIDECAR_SAFETENSORS} or {SIDECAR_BIN})")
+    return LazySidecar(p)

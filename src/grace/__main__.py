@@ -1,0 +1,3 @@
+from grace.cli.main import main
+
+main()

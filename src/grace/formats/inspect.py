@@ -1,0 +1,62 @@
+"""Describe a checkpoint directory from its files alone (no model is built): ``grace inspect``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grace.formats.checkpoint import CheckpointDir
+from grace.formats.metadata import PackedMetadata
+from grace.formats.qat_sidecar import load_spec, open_sidecar
+
+
+def _part(name: str) -> str:
+    if any(k in name for k in ("vision_tower", "visual", "vision_model")):
+        return "vision"
+    if any(k in name for k in ("mm_projector", "multi_modal_projector", "merger")):
+        return "projector"
+    return "language_model"
+
+
+def inspect_checkpoint(path: str | Path) -> dict:
+    ck = CheckpointDir.open(path)
+    info: dict = {"path": str(ck.path), "family": ck.family, "layout": ck.layout, "form": ck.form}
+    if ck.form == "packed":
+        meta = PackedMetadata.load(ck.path)
+        info.update(bits=meta.bits, group_size=meta.group_size, format=meta.version,
+                    quantized_modules=len(meta.modules))
+        if meta.group_size_overrides:
+            info["row_wide_group_modules"] = len(meta.group_size_overrides)
+        info["kernel"] = _kernel_for(meta.bits)
+    elif ck.form == "qat":
+        side = open_sidecar(ck.path)
+        names = side.module_names()
+        spec = load_spec(ck.path)
+        if spec and "bits" in spec:
+            bits = spec["bits"]
+        else:
+            from grace.formats.qat_sidecar import infer_bits
+
+            bits = infer_bits(side[f"{names[0]}.weight"], side[f"{names[0]}.log_scale"]) if names else None
+        w = side[f"{names[0]}.weight"] if names else None
+        g = w.shape[1] // (side[f"{names[0]}.log_scale"].numel() // w.shape[0]) if names else None
+        info.update(bits=bits, group_size=g, sidecar=side.path.name, quantized_modules=len(names))
+    elif ck.form not in ("dense",):
+        qc = ck.config.get("quantization_config", {})
+        info.update(quant_method=qc.get("quant_method"), quantization_config=qc)
+    fp: dict[str, int] = {}
+    for name, t in ck.index().items():
+        fp[_part(name)] = fp.get(_part(name), 0) + t.nbytes
+    fp["total"] = sum(fp.values())
+    info["footprint"] = fp
+    return info
+
+
+def _kernel_for(bits: int) -> str:
+    try:
+        from grace.kernels import default_backend_name  # provided by grace.kernels
+    except ImportError:
+        return "reference (dequantise)"
+    try:
+        return default_backend_name(bits, "cpu")
+    except Exception:  # noqa: BLE001 - informational only
+        return "unknown"

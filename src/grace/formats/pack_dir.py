@@ -1,0 +1,254 @@
+"""Stream a QAT checkpoint directory into a packed one (``grace pack``), with verification.
+
+Input: a QAT checkpoint (dense grid weights + sidecar, FORMATS.md §2) in any layout.
+Output: the published packed layout (FORMATS.md §1): the same tensors, except that each
+quantized linear ``NAME`` becomes ``NAME.qweight`` / ``NAME.qzeros`` (W4) / ``NAME.scales`` /
+``NAME.bias`` (fp16); ``awq_quantized_modules.json``; config.json without any
+``quantization_config`` and with ``awq_packing``; every other file copied.
+
+Invariants:
+* No model is instantiated; tensors are streamed one at a time from safetensors (the sidecar
+  lazily or memory-mapped), and output shards are flushed at ``shard_bytes``, so memory stays
+  bounded by one layer plus one shard.
+* Codes come from the sidecar (``round(weight / exp(log_scale))``); a weight more than
+  ``OFF_GRID_TOL`` codes away from its grid is refused (wrong bits or not a QAT checkpoint).
+  After packing, the packed tensors are unpacked and compared with the codes: the maximum
+  integer-code error must be 0, and the scales must equal the fp16 scales.
+* The destination is written to a temporary sibling directory and renamed at the end; an
+  existing destination is refused, and a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from grace import numerics
+from grace.formats import awq_gemm
+from grace.formats.checkpoint import INDEX_FILE, SINGLE_FILE, CheckpointDir
+from grace.formats.metadata import METADATA_FILE, FormatError, PackedMetadata
+from grace.formats.qat_sidecar import SIDECAR_BIN, SIDECAR_SAFETENSORS, load_spec, open_sidecar
+
+OFF_GRID_TOL = 0.3  # codes; a bf16-stored grid weight is within 0.25 of its 8-bit code
+
+
+@dataclass
+class PackReport:
+    src: Path
+    dst: Path
+    bits: int
+    group_size: int
+    n_modules: int
+    bytes_before: int
+    bytes_after: int
+    max_code_error: int
+    seconds: float
+    group_size_overrides: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes_before / max(1, self.bytes_after)
+
+
+class _ShardWriter:
+    """Collects tensors and flushes them to safetensors shards of about ``shard_bytes``."""
+
+    def __init__(self, out_dir: Path, shard_bytes: int):
+        self.out_dir, self.shard_bytes = out_dir, shard_bytes
+        self.buf: dict[str, torch.Tensor] = {}
+        self.buf_bytes = 0
+        self.shards: list[tuple[Path, list[str]]] = []
+        self.total = 0
+
+    def add(self, name: str, t: torch.Tensor) -> None:
+        t = t.contiguous()
+        self.buf[name] = t
+        n = t.numel() * t.element_size()
+        self.buf_bytes += n
+        self.total += n
+        if self.buf_bytes >= self.shard_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buf:
+            return
+        p = self.out_dir / f"shard-{len(self.shards):05d}.tmp.safetensors"
+        save_file(self.buf, str(p), metadata={"format": "pt"})
+        self.shards.append((p, list(self.buf)))
+        self.buf, self.buf_bytes = {}, 0
+
+    def finish(self) -> None:
+        self.flush()
+        if len(self.shards) == 1:
+            self.shards[0][0].rename(self.out_dir / SINGLE_FILE)
+            return
+        n = len(self.shards)
+        weight_map = {}
+        for i, (p, names) in enumerate(self.shards):
+            final = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            p.rename(self.out_dir / final)
+            weight_map.update({k: final for k in names})
+        (self.out_dir / INDEX_FILE).write_text(
+            json.dumps({"metadata": {"total_size": self.total}, "weight_map": weight_map}, indent=2)
+        )
+
+
+def pack_module(weight: torch.Tensor, log_scale: torch.Tensor, bits: int, name: str = "?",
+                verify: bool = True) -> tuple[dict[str, torch.Tensor], int, int]:
+    """Pack one quantized linear. Returns ``(packed tensors, group_size, max code error)``."""
+    out_f, in_f = weight.shape
+    n = log_scale.numel()
+    if n == 0 or n % out_f or in_f % (n // out_f):
+        raise FormatError(f"{name}: log_scale has {n} entries, not out*in/g for weight {tuple(weight.shape)}")
+    g = in_f // (n // out_f)
+    scales = numerics.scales_from_log(log_scale, out_f)
+    # The deployed scale is fp16; derive codes against it (they equal the fp32-scale codes for
+    # a grid weight, and this makes dequant(pack) reproduce the fp16-scale fake-quant exactly).
+    s16 = scales.to(torch.float16).float()
+    ratio = weight.float().reshape(out_f, -1, g) / s16.unsqueeze(-1)
+    codes_f = torch.round(ratio)
+    off = float((ratio - codes_f).abs().max()) if ratio.numel() else 0.0
+    qmin, qmax = numerics.qrange(bits)
+    lo, hi = (int(codes_f.min()), int(codes_f.max())) if codes_f.numel() else (0, 0)
+    if off > OFF_GRID_TOL:
+        raise FormatError(f"{name}.weight is not on its quantization grid (max off-grid distance {off:.3f} codes)")
+    if lo < qmin or hi > qmax:
+        raise FormatError(f"{name}.weight has codes in [{lo}, {hi}], outside the {bits}-bit range [{qmin}, {qmax}]")
+    codes = codes_f.reshape(out_f, in_f).to(torch.int8)
+    if bits == 4 and out_f % 8:
+        raise FormatError(f"{name}: out_features {out_f} is not divisible by 8 (AWQ W4 needs it)")
+    packed = awq_gemm.pack(codes, s16, bits, g)
+    err = 0
+    if verify:
+        codes2, s2, g2 = awq_gemm.unpack(packed, bits)
+        err = int((codes2.to(torch.int16) - codes.to(torch.int16)).abs().max()) if codes.numel() else 0
+        if g2 != g or not torch.equal(s2.float(), s16):
+            raise FormatError(f"{name}: scale verification failed after packing")
+    return packed, g, err
+
+
+def pack_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = None, dtype: torch.dtype | None = None,
+                    shard_bytes: int = 2 << 30, verify: bool = True, progress: bool = True) -> PackReport:
+    """Pack the QAT checkpoint ``src`` into a new directory ``dst``; returns a :class:`PackReport`."""
+    t0 = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise FormatError(f"{dst}: destination already exists (refusing to overwrite)")
+    ckpt = CheckpointDir.open(src)
+    if ckpt.form != "qat":
+        raise FormatError(f"{src}: not a QAT checkpoint (form {ckpt.form!r}; expected dense grid weights + "
+                          f"{SIDECAR_SAFETENSORS} or {SIDECAR_BIN})")
+    side = open_sidecar(src)
+    modules = side.module_names()
+    if not modules:
+        raise FormatError(f"{side.path}: the sidecar lists no quantized module")
+    index = ckpt.index()
+    for name in modules:
+        if f"{name}.weight" not in index:
+            raise FormatError(f"{side.path}: module {name!r} is absent from the model weights ({name}.weight not found)")
+        shp = index[f"{name}.weight"].shape
+        sshape = tuple(side[f"{name}.weight"].shape)
+        if shp != sshape:
+            raise FormatError(f"{name}.weight: shape {shp} in the model but {sshape} in the sidecar")
+    if bits is None:
+        spec = load_spec(src)
+        bits = int(spec["bits"]) if spec and "bits" in spec else _infer_bits(side, modules[0])
+    if bits not in (4, 8):
+        raise FormatError(f"{src}: bits must be 4 or 8 to pack; got {bits}")
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
+    try:
+        writer = _ShardWriter(tmp, shard_bytes)
+        qset = set(modules)
+        group_sizes: dict[str, int] = {}
+        max_err = 0
+        bar = _progress(progress, len(index))
+        for key in sorted(index):
+            name, _, leaf = key.rpartition(".")
+            if name in qset and leaf == "weight":
+                w = side[f"{name}.weight"]
+                packed, g, err = pack_module(w, side[f"{name}.log_scale"], bits, name, verify)
+                max_err = max(max_err, err)
+                group_sizes[name] = g
+                for k, v in packed.items():
+                    writer.add(f"{name}.{k}", v)
+            elif name in qset and leaf == "bias":
+                writer.add(key, ckpt.get(key).to(torch.float16))
+            else:
+                t = ckpt.get(key)
+                if dtype is not None and t.is_floating_point():
+                    t = t.to(dtype)
+                writer.add(key, t)
+            bar.advance()
+        bar.close()
+        for name in modules:  # a biased module whose bias lives only in the sidecar
+            if f"{name}.bias" in side and f"{name}.bias" not in index:
+                writer.add(f"{name}.bias", side[f"{name}.bias"].to(torch.float16))
+        writer.finish()
+        if max_err != 0:
+            raise FormatError(f"{src}: verification failed: max int-code error {max_err} after pack -> unpack")
+
+        common = Counter(group_sizes.values()).most_common(1)[0][0]
+        overrides = {n: g for n, g in group_sizes.items() if g != common}
+        meta = PackedMetadata(bits, common, modules, overrides)
+        meta.save(tmp)
+        _copy_side_files(src, tmp, ckpt.weight_files)
+        cfg = dict(ckpt.config)
+        cfg.pop("quantization_config", None)
+        if isinstance(cfg.get("text_config"), dict):
+            cfg["text_config"] = {k: v for k, v in cfg["text_config"].items() if k != "quantization_config"}
+        cfg["awq_packing"] = meta.config_block()
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+        tmp.rename(dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PackReport(src, dst, bits, common, len(modules), ckpt.total_bytes(),
+                      CheckpointDir.open(dst).total_bytes(), max_err, time.perf_counter() - t0, overrides)
+
+
+def _infer_bits(side, name: str) -> int:
+    from grace.formats.qat_sidecar import infer_bits
+
+    return infer_bits(side[f"{name}.weight"], side[f"{name}.log_scale"])
+
+
+def _copy_side_files(src: Path, dst: Path, weight_files: list[Path]) -> None:
+    skip = {p.name for p in weight_files} | {INDEX_FILE, "config.json", SIDECAR_BIN, SIDECAR_SAFETENSORS, METADATA_FILE}
+    for p in src.iterdir():
+        if p.name in skip or p.name.startswith("."):
+            continue
+        if p.is_dir():
+            shutil.copytree(p, dst / p.name)
+        else:
+            shutil.copy2(p, dst / p.name)
+
+
+class _progress:
+    """A rich progress bar that can be switched off (tests, library use)."""
+
+    def __init__(self, enabled: bool, total: int):
+        self._p = None
+        if enabled:
+            from rich.progress import Progress
+
+            self._p = Progress(transient=True)
+            self._p.start()
+            self._task = self._p.add_task("packing", total=total)
+
+    def advance(self) -> None:
+        if self._p:
+            self._p.advance(self._task)
+
+    def close(self) -> None:
+        if self._p:
+            self._p.stop()
