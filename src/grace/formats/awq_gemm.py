@@ -35,11 +35,6 @@ class PackError(GraceError, ValueError):
     """Codes, scales or shapes that a packed layout cannot express."""
 
 
-def _to_int32_wrapping(x: torch.Tensor) -> torch.Tensor:
-    """int64 holding values in [0, 2^32) -> int32 with the same bit pattern."""
-    return torch.where(x >= 2**31, x - 2**32, x).to(torch.int32)
-
-
 def _check_w4(codes: torch.Tensor, scales: torch.Tensor, group_size: int) -> None:
     if codes.dim() != 2:
         raise PackError(f"codes must be 2-D (out, in); got shape {tuple(codes.shape)}")
@@ -55,18 +50,24 @@ def _check_w4(codes: torch.Tensor, scales: torch.Tensor, group_size: int) -> Non
 
 
 def pack_w4(codes: torch.Tensor, scales: torch.Tensor, group_size: int) -> dict[str, torch.Tensor]:
-    """Signed 4-bit codes ``(out, in)`` + scale grid ``(out, in/g)`` -> AWQ GEMM tensors."""
+    """Signed 4-bit codes ``(out, in)`` + scale grid ``(out, in/g)`` -> AWQ GEMM tensors.
+
+    Works on the ``(out/8, 8, in)`` view: word ``(c, i)`` is the OR of 8 strided slices, each
+    shifted into its nibble, in int32 (the top nibble wraps into the sign bit, which is the bit
+    pattern we want; the always-on verification in the packer checks it). Then one transpose of
+    the int32 words to ``(in, out/8)``. No gathers, no int64, no loop over rows or columns.
+    """
     _check_w4(codes, scales, group_size)
     if codes.numel() and (int(codes.min()) < -8 or int(codes.max()) > 7):
         raise PackError(f"4-bit codes must lie in [-8, 7]; got [{int(codes.min())}, {int(codes.max())}]")
     out_f, in_f = codes.shape
-    u = (codes.to(torch.int64) + 8).t().reshape(in_f, out_f // 8, 8)  # (in, words, channel-in-word)
-    u = u[:, :, list(AWQ_ORDER)]  # nibble k <- channel ORDER[k]
-    shifts = torch.arange(0, 32, 4, dtype=torch.int64, device=codes.device)
-    qweight = _to_int32_wrapping((u << shifts).sum(-1))
+    c3 = codes.reshape(out_f // 8, 8, in_f)
+    words = torch.zeros(out_f // 8, in_f, dtype=torch.int32, device=codes.device)
+    for k, ch in enumerate(AWQ_ORDER):  # 8 nibbles, not a loop over data
+        words |= (c3[:, ch, :].to(torch.int32) + 8) << (4 * k)
     qzeros = torch.full((in_f // group_size, out_f // 8), AWQ_ZERO_WORD, dtype=torch.int32, device=codes.device)
     return {
-        "qweight": qweight.contiguous(),
+        "qweight": words.t().contiguous(),
         "qzeros": qzeros,
         "scales": scales.t().to(torch.float16).contiguous(),
     }
@@ -74,10 +75,11 @@ def pack_w4(codes: torch.Tensor, scales: torch.Tensor, group_size: int) -> dict[
 
 def unpack_nibbles(words: torch.Tensor) -> torch.Tensor:
     """int32 ``(r, c)`` AWQ words -> unsigned nibbles ``(r, 8c)`` in channel order."""
-    shifts = torch.arange(0, 32, 4, dtype=torch.int32, device=words.device)
-    nib = (words.unsqueeze(-1) >> shifts) & 0xF  # (r, c, nibble k)
-    nib = nib[:, :, list(AWQ_REVERSE_ORDER)]  # channel j <- nibble REVERSE[j]
-    return nib.reshape(words.shape[0], -1)
+    r, c = words.shape
+    out = torch.empty(r, c, 8, dtype=torch.int32, device=words.device)
+    for k, ch in enumerate(AWQ_ORDER):
+        out[:, :, ch] = (words >> (4 * k)) & 0xF
+    return out.reshape(r, 8 * c)
 
 
 def unpack_w4(
@@ -86,16 +88,24 @@ def unpack_w4(
     """AWQ GEMM tensors -> ``(codes int8 (out, in), scale grid (out, in/g) fp16, group_size)``.
 
     Codes are ``u - zero`` per group, so a non-8 zero point (a general AWQ checkpoint) is
-    honoured; for GRACE checkpoints every zero is 8.
+    honoured; for GRACE checkpoints every zero is 8 (fast path: no zero expansion).
     """
-    in_f = qweight.shape[0]
+    in_f, words_per_row = qweight.shape
     n_groups = scales.shape[0]
     if in_f % n_groups:
         raise PackError(f"scales has {n_groups} groups, which does not divide in_features {in_f}")
     g = in_f // n_groups
-    u = unpack_nibbles(qweight)  # (in, out)
-    z = unpack_nibbles(qzeros).repeat_interleave(g, dim=0)  # (in, out)
-    codes = (u - z).t().to(torch.int8).contiguous()
+    out_f = 8 * words_per_row
+    wt = qweight.t().contiguous()  # (out/8, in)
+    codes = torch.empty(out_f // 8, 8, in_f, dtype=torch.int8, device=qweight.device)
+    for k, ch in enumerate(AWQ_ORDER):
+        codes[:, ch, :] = ((wt >> (4 * k)) & 0xF).to(torch.int8)
+    codes = codes.reshape(out_f, in_f)
+    if bool((qzeros == AWQ_ZERO_WORD).all()):
+        codes -= 8
+    else:
+        z = unpack_nibbles(qzeros).t().to(torch.int8)  # (out, in/g)
+        codes = (codes.reshape(out_f, n_groups, g) - z.unsqueeze(-1)).reshape(out_f, in_f)
     return codes, scales.t().contiguous(), g
 
 

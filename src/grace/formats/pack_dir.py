@@ -129,7 +129,7 @@ def pack_module(weight: torch.Tensor, log_scale: torch.Tensor, bits: int, name: 
     err = 0
     if verify:
         codes2, s2, g2 = awq_gemm.unpack(packed, bits)
-        err = int((codes2.to(torch.int16) - codes.to(torch.int16)).abs().max()) if codes.numel() else 0
+        err = 0 if torch.equal(codes2, codes) else int((codes2.to(torch.int16) - codes.to(torch.int16)).abs().max())
         if g2 != g or not torch.equal(s2.float(), s16):
             raise FormatError(f"{name}: scale verification failed after packing")
     return packed, g, err
