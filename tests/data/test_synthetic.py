@@ -110,6 +110,9 @@ def test_load_world_errors(tmp_path):
     (tmp_path / "world.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(GraceError, match="format"):
         load_world(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GraceError, match="file"):
+        generate_world(SMALL, tmp_path / "file", progress=False)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"a": 1}\n{oops\n')
     with pytest.raises(GraceError, match="bad.jsonl:2"):

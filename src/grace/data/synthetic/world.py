@@ -229,7 +229,10 @@ def generate_world(cfg: WorldConfig, out_dir: str | os.PathLike, *, overwrite: b
             raise GraceError(f"{root / MANIFEST}: holds a world with a different config; pass overwrite=True "
                              f"or choose another directory")
         (root / MANIFEST).unlink()  # from here on the directory is "incomplete" until we finish
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GraceError(f"{root}: cannot create the world directory ({e.strerror or e})") from None
     _clear_images(root)
 
     taken: set = set()
