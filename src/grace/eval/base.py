@@ -65,6 +65,8 @@ class Benchmark:
     max_new_tokens: int = 128
     #: keep the file's image mode (LLaVA's MMBench/SQA runners skip ``.convert('RGB')``).
     image_mode: str | None = "RGB"
+    #: a question without an image is a missing image (False only where text-only questions exist).
+    requires_image: bool = True
 
     # -- inputs -------------------------------------------------------------------------------
     def load(self, data: DataFiles) -> list[Item]:

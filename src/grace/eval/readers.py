@@ -303,8 +303,7 @@ def _lazy_image_cell(path: Path, rg: int, i: int, col: str, cell: Any) -> Any:
             for k, c in enumerate(cell)
         ]
     if isinstance(cell, dict):
-        if cell.get("bytes") is None and not cell.get("path"):
-            return None
+        # A struct with no bytes is a missing image (reported when used), not a text-only question.
         return ParquetImage(path, rg, i, col, None, name=cell.get("path"))
     return ParquetImage(path, rg, i, col, None, name=None)
 

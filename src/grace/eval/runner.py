@@ -148,6 +148,9 @@ def run_benchmark(
             images: list = []
             for it in batch:
                 if it.image is None:
+                    if b.requires_image:
+                        missing.append(f"no image given for question {it.qid!r}")
+                        continue
                     images.append(None)
                     ready.append(it)
                     continue

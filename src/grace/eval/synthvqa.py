@@ -31,12 +31,13 @@ from grace.eval.readers import DataFiles, first_jsonl_row, read_jsonl, require, 
 from grace.eval.vqa_norm import evalai_normalize
 
 KINDS = ("short", "yesno", "mc")
-_LEAD_LETTER = re.compile(r"^\(?([A-Z])(?:[).:,]|\s|$)")
+# A bare leading capital followed by a space is not a letter pick ("I do not know", "A red cube").
+_LEAD_LETTER = re.compile(r"^\(?([A-Z])(?:[).:,]|$)")
 _ANSWER_IS = re.compile(r"answer is\s*\(?([A-Z])\b")
 
 
 def mc_letter(output: str) -> str | None:
-    """The option letter of an output: a leading 'B', '(B)', 'B.', 'B)' or '... answer is B'."""
+    """The option letter of an output: 'B', '(B)', 'B.', 'B)', 'B:' at the start, or '... answer is B'."""
     s = output.strip()
     m = _LEAD_LETTER.match(s) or _ANSWER_IS.search(s)
     return m.group(1) if m else None
