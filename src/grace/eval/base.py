@@ -78,7 +78,10 @@ class Benchmark:
         keys = set()
         for it in items:
             if it.key in keys:
-                raise GraceError(f"{self.name}: two questions share the id {it.key!r} in the data files")
+                raise GraceError(
+                    f"{self.name}: two questions share the id {it.key!r} in the data files "
+                    "(pass one copy / one split of the benchmark's files)"
+                )
             keys.add(it.key)
         for it in items:
             if it.image is not None and not it.image.roots:

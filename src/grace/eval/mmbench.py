@@ -64,6 +64,8 @@ class MMBench(Benchmark):
                 "mmbench: --data needs the MMBench TSV (mmbench_dev_20230712.tsv), lmms-lab/MMBench "
                 "parquet files, or LLaVA's upload .xlsx (with an 'answer' column)"
             )
+        if len(files) > 1 and any("dev" in f.name.lower() for f in files):
+            files = [f for f in files if "dev" in f.name.lower()]  # a folder holding dev and test TSVs
         rows = []
         for f in files:
             for r in read_rows(f):
