@@ -125,3 +125,12 @@ def test_answer_without_text_field(tmp_path):
     p.write_text(json.dumps({"question_id": 1, "foo": "x"}) + "\n")
     with pytest.raises(GraceError, match=r"a\.jsonl:1: answer has none of the text fields"):
         read_answer_records(p)
+
+
+def test_bad_base64_image_is_a_missing_image_not_a_crash():
+    from grace.eval.readers import image_from_base64
+
+    ref = image_from_base64("definitely not an image", "mmbench.tsv:7")
+    with pytest.raises(MissingImage, match=r"mmbench\.tsv:7"):
+        ref.open()
+    assert image_from_base64("", "x") is None

@@ -349,13 +349,20 @@ class ImageRef:
     """
 
     name: str | None = None  # relative path as written in the question file
-    data: bytes | None = None  # inline (base64-decoded TSV cell)
+    data: bytes | None = None  # inline bytes
     roots: list[Path] = field(default_factory=list)
+    b64: str | None = None  # inline base64 text (TSV cell), decoded only when the image is opened
+    where: str = ""
 
     def describe(self) -> str:
-        return self.name or "<inline image>"
+        return self.name or (f"<inline image at {self.where}>" if self.where else "<inline image>")
 
     def _bytes(self) -> bytes | None:
+        if self.data is None and self.b64 is not None:
+            try:
+                return base64.b64decode(self.b64, validate=False)
+            except (ValueError, TypeError) as e:
+                raise MissingImage(f"image unreadable: {self.describe()} (bad base64: {e})") from e
         return self.data
 
     def resolve(self, extra_roots: Sequence[Path] = ()) -> Path | None:
@@ -420,15 +427,10 @@ class ParquetImage(ImageRef):
 
 
 def image_from_base64(text: str, where: str) -> ImageRef | None:
-    """An inline image from a base64 table cell (VLMEvalKit TSV); None for an empty cell."""
+    """An inline image from a base64 table cell (VLMEvalKit TSV), decoded lazily; None if empty."""
     if text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip():
         return None
-    try:
-        raw = base64.b64decode(str(text), validate=False)
-    except (ValueError, TypeError) as e:
-        raise GraceError(f"{where}: image cell is not valid base64 ({e})") from e
-    ref = ImageRef(name=None, data=raw)
-    return ref
+    return ImageRef(name=None, b64=str(text), where=where)
 
 
 # ----------------------------------------------------------------------------- data discovery
