@@ -101,23 +101,28 @@ class Benchmark:
         """The item key an answer record belongs to (default: its question id)."""
         return as_key(record["question_id"])
 
-    def match_answers(self, items: Sequence[Item], records: Sequence[dict], source: str) -> dict[str, dict]:
-        """Map item keys to answer records; reports nothing here, see :func:`answer_counts`."""
+    def match_answers(
+        self, items: Sequence[Item], records: Sequence[dict], source: str
+    ) -> tuple[dict[str, dict], int]:
+        """(item key -> answer record, number of duplicate answers); a later duplicate wins, as in
+        LLaVA's conversion scripts, which build a dict keyed by question id."""
         keys = {it.key for it in items}
         out: dict[str, dict] = {}
+        dups = 0
         for rec in records:
             try:
                 k = self.answer_key(rec)
             except KeyError as e:
                 raise GraceError(f"{source}:{rec.get('__line__', '?')}: answer has no field {e}") from e
             if k in keys:
+                dups += k in out
                 out[k] = rec
         if records and not out:
             raise GraceError(
                 f"{source}: none of its {len(records)} answers matches a question of {self.name} "
                 f"in the data files (wrong --bench or --data?)"
             )
-        return out
+        return out, dups
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, items: Sequence[Item], answers: dict[str, dict]) -> dict:
@@ -125,17 +130,20 @@ class Benchmark:
         raise NotImplementedError
 
     def score_answers(self, items: Sequence[Item], records: Sequence[dict], source: str = "answers") -> dict:
+        """Match ``records`` to ``items`` and score them; adds the answer bookkeeping to ``counts``."""
         if not items:
             raise GraceError(f"{self.name}: the data files contain no questions")
         if all(it.target is None for it in items):
             raise GraceError(f"{self.name}: the data files have no ground-truth answers to score against")
-        matched = self.match_answers(items, records, source)
+        matched, dups = self.match_answers(items, records, source)
         result = self.score(items, matched)
         counts = result.setdefault("counts", {})
         counts.setdefault("questions", len(items))
         counts.setdefault("answered", len(matched))
         counts.setdefault("missing", len(items) - len(matched))
-        counts.setdefault("unmatched_answers", max(0, len(records) - len(matched)))
+        counts.setdefault("unmatched_answers", max(0, len(records) - len(matched) - dups))
+        if dups:
+            counts["duplicate_answers"] = dups
         result.setdefault("benchmark", self.name)
         return result
 
