@@ -380,3 +380,17 @@ def test_every_benchmark_is_registered_with_a_budget():
         b = get_benchmark(n)
         assert b.name == n and b.max_new_tokens > 0
     assert get_benchmark("SQA").name == "scienceqa" and get_benchmark("seed-bench").name == "seed"
+
+
+def test_nothing_else_in_the_package_imports_grace_eval():
+    import re
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src" / "grace"
+    pattern = re.compile(r"^\s*(from\s+grace\.eval\b|import\s+grace\.eval\b|from\s+grace\s+import\s+.*\beval\b)", re.M)
+    offenders = [
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if p.parent.name != "eval" and p.name != "eval_cmds.py" and pattern.search(p.read_text())
+    ]
+    assert offenders == []
