@@ -21,6 +21,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Importing a module registers its commands on `app`.
+    import grace.cli.eval_cmds  # noqa: F401  (eval score, eval run, eval list)
     from grace.cli import formats_cmds  # noqa: F401  (pack, inspect)
 
 
