@@ -57,7 +57,7 @@ def test_pack_then_inspect(tiny_qat_dir, tmp_path, monkeypatch, capsys):
 
 def test_pack_w8_and_sharded_output(tmp_path):
     import grace
-    from conftest import make_tiny_llama, save_qat_checkpoint
+    from grace_testing import make_tiny_llama, save_qat_checkpoint
 
     src = tmp_path / "w8"
     save_qat_checkpoint(make_tiny_llama(1), src, grace.W8G128)
@@ -89,7 +89,7 @@ def test_pack_errors(tiny_qat_dir, tmp_path, monkeypatch, capsys):
     # wrong bits for the codes (W4 weights are not an 8-bit grid problem, but 8-bit codes don't fit 4)
     src8 = tmp_path / "src8"
     import grace
-    from conftest import make_tiny_llama, save_qat_checkpoint
+    from grace_testing import make_tiny_llama, save_qat_checkpoint
 
     save_qat_checkpoint(make_tiny_llama(2), src8, grace.W8G128)
     _expect_error(monkeypatch, capsys, ["pack", str(src8), "--out", str(dst), "--bits", "4"], "outside the 4-bit range")
@@ -130,7 +130,7 @@ def test_row_wide_groups_are_recorded(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import grace
-    from conftest import save_qat_checkpoint
+    from grace_testing import save_qat_checkpoint
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=64, hidden_size=256, intermediate_size=200, num_hidden_layers=1,

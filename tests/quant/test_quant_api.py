@@ -4,11 +4,11 @@ import pytest
 import torch
 
 import grace
-from conftest import make_tiny_llama
 from grace import numerics as N
 from grace.config import QuantSpec, SpecError, preset
 from grace.quant.api import param_groups, qat_modules, sidecar_tensors
 from grace.quant.modules import PackedLinear, QATLinear
+from grace_testing import make_tiny_llama
 
 
 def test_quantize_targets_only_decoder_linears_and_shares_parameters():
