@@ -4,7 +4,15 @@
     answers = grace.infer.generate_batch(vlm, images, queries)
 """
 
-from grace.infer.generate import ChatSession, ContextLengthError, Generation, footprint, generate, generate_batch, prepare
+from grace.infer.generate import (
+           ChatSession,
+           ContextLengthError,
+           Generation,
+           footprint,
+           generate,
+           generate_batch,
+           prepare,
+)
 from grace.models.vlm import VLM
 
 __all__ = ["generate", "generate_batch", "prepare", "footprint", "ChatSession", "Generation", "ContextLengthError",

@@ -24,7 +24,15 @@ Families: ``LLAVA`` and ``QWEN3VL`` (:mod:`grace.models.families`); tiny random 
 real architectures: :func:`grace.models.tiny.make_tiny`.
 """
 
-from grace.models.encode import ModelInfo, collate, collate_left, encode_example, encode_prompt, model_info, render_prompt
+from grace.models.encode import (
+    ModelInfo,
+    collate,
+    collate_left,
+    encode_example,
+    encode_prompt,
+    model_info,
+    render_prompt,
+)
 from grace.models.families import FAMILIES, LLAVA, QWEN3VL, Family, get_family
 from grace.models.vlm import VLM
 

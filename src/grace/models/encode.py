@@ -50,7 +50,7 @@ def model_info(obj: Any, tokenizer=None) -> ModelInfo:
     if isinstance(obj, ModelInfo):
         return obj
     cfg = None
-    if hasattr(obj, "model") and hasattr(getattr(obj, "model"), "config"):
+    if hasattr(obj, "model") and hasattr(obj.model, "config"):
         cfg = obj.model.config  # a VLM bundle
     elif hasattr(obj, "config") and hasattr(obj.config, "model_type"):
         cfg = obj.config

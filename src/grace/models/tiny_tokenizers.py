@@ -85,7 +85,7 @@ def corpus() -> list[str]:
     return lines
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sentencepiece_bytes(vocab_size: int) -> bytes:
     import sentencepiece as spm
 
@@ -155,7 +155,7 @@ def llava_tokenizer(vocab_size: int = 512):
     return tok
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _qwen_vocab_merges(vocab_size: int) -> tuple[str, str]:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
