@@ -21,7 +21,10 @@ app = typer.Typer(
 
 def _register() -> None:
     # Importing a module registers its commands on `app`.
-    from grace.cli import formats_cmds  # noqa: F401  (pack, inspect)
+    from grace.cli import (
+        formats_cmds,  # noqa: F401  (pack, inspect)
+        loader_cmds,  # noqa: F401  (init-tiny, generate, chat)
+    )
 
 
 _register()

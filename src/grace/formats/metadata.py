@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grace.errors import GraceError
-
 from grace.formats.awq_gemm import PACK_VERSION_W4, PACK_VERSION_W8
 
 METADATA_FILE = "awq_quantized_modules.json"

@@ -152,9 +152,9 @@ def generate(vlm, image, query: str, *, max_new_tokens: int = 128, temperature: 
 
 
 @torch.inference_mode()
-def generate_batch(vlm, images: list, queries: list[str], *, max_new_tokens: int = 128,
-                   conv_mode: str | None = None) -> list[str]:
-    """Greedy answers for a batch (left padding); ``images`` may contain None (text only)."""
+def generate_batch_ids(vlm, images: list, queries: list[str], *, max_new_tokens: int = 128,
+                       conv_mode: str | None = None) -> list[list[int]]:
+    """New token ids per (image, query), decoded greedily as one left-padded batch."""
     if len(images) != len(queries):
         raise ValueError(f"{len(images)} images but {len(queries)} queries")
     if not queries:
@@ -168,7 +168,20 @@ def generate_batch(vlm, images: list, queries: list[str], *, max_new_tokens: int
     n_prompt = inputs["input_ids"].shape[1]
     _check_context(vlm, n_prompt, max_new_tokens)
     out = vlm.model.generate(**inputs, **_gen_kwargs(vlm, max_new_tokens, 0.0))
-    return [vlm.tokenizer.decode(row[n_prompt:].tolist(), skip_special_tokens=True).strip() for row in out]
+    eos = set(_eos_ids(vlm))
+    rows = []
+    for row in out[:, n_prompt:].tolist():
+        # drop what follows the first end-of-sequence (the padding of rows that finished early)
+        cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+        rows.append(row[:cut])
+    return rows
+
+
+def generate_batch(vlm, images: list, queries: list[str], *, max_new_tokens: int = 128,
+                   conv_mode: str | None = None) -> list[str]:
+    """Greedy answers for a batch (left padding); ``images`` may contain None (text only)."""
+    rows = generate_batch_ids(vlm, images, queries, max_new_tokens=max_new_tokens, conv_mode=conv_mode)
+    return [vlm.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
 
 
 class ChatSession:

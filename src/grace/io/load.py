@@ -105,6 +105,9 @@ def detect_form(d: Path, cfg: dict) -> str:
         )
     if qat_sidecar.sidecar_path(d) is not None:
         return "qat"
+    if (d / qat_sidecar.SPEC_FILE).is_file():
+        raise LoadError(f"{d / qat_sidecar.SPEC_FILE}: says QAT checkpoint, but the sidecar "
+                        f"({qat_sidecar.SIDECAR_SAFETENSORS} or {qat_sidecar.SIDECAR_BIN}) is missing")
     return "dense"
 
 

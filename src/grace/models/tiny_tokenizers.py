@@ -93,7 +93,9 @@ def _sentencepiece_bytes(vocab_size: int) -> bytes:
     # Llama-style settings: BPE, byte fallback (so any text encodes), digits split, dummy prefix,
     # whitespace kept as is, no normalisation; single thread for determinism.
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus()),
+        # One line per sentence and no "\n" inside: like LLaMA's vocabulary, newline is then only
+        # reachable through byte fallback (<0x0A>), which the chunk-wise tokenisation tests rely on.
+        sentence_iterator=iter([p for line in corpus() for p in line.split("\n")]),
         model_writer=buf,
         vocab_size=vocab_size,
         model_type="bpe",
