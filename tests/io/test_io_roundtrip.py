@@ -1,0 +1,157 @@
+"""Every family x layout x form round-trips through save -> grace.load with the stated logit equality.
+
+* dense: equal (max |diff| == 0);
+* QAT loaded as fake (QATLinear): equal to the in-memory QAT model;
+* QAT loaded packed, and packed directories loaded in fp32: equal to the fake-quant model whose
+  non-quantized tensors are rounded to fp16 like the packed file stores them (max |diff| <= 1e-5;
+  the codes are exact and the fp16 scales are what the fake-quant forward uses), and within
+  fp16 rounding (<= 1e-2 absolute on logits of magnitude ~1) of the fp32 fake-quant model;
+* packed directory loaded in fp16 (the default): within 5e-2 of the fp32 fake-quant model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from PIL import Image
+
+import grace
+from grace.io import save_checkpoint, save_packed
+from grace.models.tiny import make_tiny
+from grace.quant.api import packed_modules, qat_modules
+from grace.quant.modules import PackedLinear, QATLinear
+
+IMG = Image.new("RGB", (40, 30), (200, 30, 10))
+CASES = [("llava", "original"), ("llava", "hf"), ("qwen3vl", "hf")]
+
+
+def _logits(vlm, inputs):
+    with torch.no_grad():
+        return vlm.model(**inputs).logits.float()
+
+
+@pytest.fixture(scope="module")
+def dense():
+    return {f: make_tiny(f) for f in ("llava", "qwen3vl")}
+
+
+@pytest.fixture(scope="module")
+def qat():
+    out = {}
+    for f in ("llava", "qwen3vl"):
+        for spec in (grace.W4G128, grace.W8G128):
+            v = make_tiny(f)
+            grace.quantize(v.model, spec)
+            # move the weights a little so fake-quant differs from plain rounding of the init
+            with torch.no_grad():
+                for m in qat_modules(v.model).values():
+                    m.log_scale.add_(0.05)
+            grace.bake(v.model)
+            out[f, spec.bits] = v
+    return out
+
+
+@pytest.mark.parametrize("family, layout", CASES)
+def test_dense_roundtrip_is_exact(tmp_path, dense, family, layout):
+    v = dense[family]
+    p = save_checkpoint(v, None, None, tmp_path / "ck", layout=layout)
+    w = grace.load(p)
+    assert (w.family, w.layout, w.quant) == (family, layout, None)
+    inp = v.prepare(IMG, "What is the color of the circle?")
+    assert torch.equal(_logits(v, inp), _logits(w, inp))
+    inp = v.prepare(None, "How many?")
+    assert torch.equal(_logits(v, inp), _logits(w, inp))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("family, layout", CASES)
+def test_qat_roundtrip_fake_and_packed(tmp_path, qat, family, layout, bits):
+    v = qat[family, bits]
+    inp = v.prepare(IMG, "What is the color of the circle?")
+    ref = _logits(v, inp)
+    p = save_checkpoint(v, None, None, tmp_path / "ck", layout=layout)
+    assert (p / "qat_quantized_weights.safetensors").is_file() and (p / "qat_quantized_weights.bin").is_file()
+    assert (p / "grace_quant.json").is_file()
+    fake = grace.load(p, qat_as="fake")
+    assert all(isinstance(m, QATLinear) for m in qat_modules(fake.model).values())
+    assert len(qat_modules(fake.model)) == len(qat_modules(v.model))
+    assert torch.equal(_logits(fake, inp), ref)
+    packed = grace.load(p)  # qat_as="packed" by default
+    assert packed.quant["bits"] == bits and packed.quant["loaded_as"] == "packed"
+    mods = packed_modules(packed.model)
+    assert len(mods) == len(qat_modules(v.model)) and all(isinstance(m, PackedLinear) for m in mods.values())
+    # codes exact: the packed model's dequantized weights equal the fake-quant weights
+    for name, m in qat_modules(v.model).items():
+        assert torch.equal(mods[name].dequantized_weight(), m.quantized_weight().float())
+    assert torch.equal(_logits(packed, inp), ref)  # fp32 checkpoint: the dense parts are exact too
+
+
+def _fp16_dense_parts(v):
+    """The fake-quant model with every non-quantized float tensor rounded to fp16 (what packed files store)."""
+    r = copy.deepcopy(v.model)
+    qnames = set(qat_modules(r))
+    with torch.no_grad():
+        for name, p in r.named_parameters():
+            if name.endswith(".log_scale") or name.rsplit(".", 1)[0] in qnames:
+                continue
+            p.copy_(p.half().float())
+    return r
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("family, layout", CASES)
+def test_packed_dir_roundtrip(tmp_path, qat, family, layout, bits):
+    v = qat[family, bits]
+    inp = v.prepare(IMG, "What is the color of the circle?")
+    ref = _logits(v, inp)
+    p = save_packed(v, None, None, tmp_path / "pk", layout=layout)
+    assert (p / "awq_quantized_modules.json").is_file()
+    w32 = grace.load(p, dtype="float32")
+    assert w32.quant["bits"] == bits and w32.quant["format"] == ("awq-gemm" if bits == 4 else "w8-rowmajor")
+    with torch.no_grad():
+        ref16 = _fp16_dense_parts(v)(**inp).logits.float()
+    got = _logits(w32, inp)
+    assert (got - ref16).abs().max().item() <= 1e-5
+    assert (got - ref).abs().max().item() <= 1e-2
+    w16 = grace.load(p)
+    assert next(w16.model.model.language_model.norm.parameters()).dtype == torch.float16
+    assert (_logits(w16, inp) - ref).abs().max().item() <= 5e-2
+    lm_dense = v.footprint()["language_model"]
+    assert w16.footprint()["language_model"] < lm_dense / 2
+
+
+def test_packed_written_from_packed_model_is_identical(tmp_path, qat):
+    from grace.io.tensors import SafetensorsFile
+
+    v = qat["llava", 4]
+    a = save_packed(v, None, None, tmp_path / "a", layout="original")
+    b = save_packed(grace.load(a), None, None, tmp_path / "b", layout="original")
+    fa, fb = SafetensorsFile(a / "model.safetensors"), SafetensorsFile(b / "model.safetensors")
+    assert fa.keys() == fb.keys()
+    for k in fa.keys():
+        assert torch.equal(fa.read(k), fb.read(k)), k
+    assert (a / "awq_quantized_modules.json").read_text() == (b / "awq_quantized_modules.json").read_text()
+
+
+def test_packed_layout_is_what_the_lead_reads(tmp_path, qat):
+    import json
+
+    v = qat["llava", 4]
+    p = save_packed(v, None, None, tmp_path / "pk", layout="original")
+    meta = json.loads((p / "awq_quantized_modules.json").read_text())
+    assert meta["bits"] == 4 and meta["group_size"] == 128
+    assert "model.layers.0.self_attn.q_proj" in meta["modules"] and len(meta["modules"]) == 14
+    cfg = json.loads((p / "config.json").read_text())
+    assert "quantization_config" not in cfg
+    assert cfg["awq_packing"] == {"bits": 4, "group_size": 128, "zero_point": 8, "version": "gemm"}
+    from grace.io.tensors import SafetensorsFile
+
+    f = SafetensorsFile(p / "model.safetensors")
+    q = f.infos["model.layers.0.self_attn.q_proj.qweight"]
+    assert q.dtype == torch.int32 and q.shape == (256, 256 // 8)
+    assert f.infos["model.layers.0.self_attn.q_proj.scales"].dtype == torch.float16
+    assert f.infos["model.layers.0.self_attn.q_proj.qzeros"].shape == (2, 32)
+    assert "model.layers.0.self_attn.q_proj.weight" not in f.infos
+    assert f.infos["model.embed_tokens.weight"].dtype == torch.float16
