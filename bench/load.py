@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-H, I, V, HEADS, G = 4096, 11008, 32000, 32, 128
+H, FF, V, HEADS, G = 4096, 11008, 32000, 32, 128
 
 
 def _packed_linear(out_f: int, in_f: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -56,7 +56,7 @@ def write_checkpoint(d: Path, layers: int) -> int:
     }
     mods = []
     shapes = {"self_attn.q_proj": (H, H), "self_attn.k_proj": (H, H), "self_attn.v_proj": (H, H),
-              "self_attn.o_proj": (H, H), "mlp.gate_proj": (I, H), "mlp.up_proj": (I, H), "mlp.down_proj": (H, I)}
+              "self_attn.o_proj": (H, H), "mlp.gate_proj": (FF, H), "mlp.up_proj": (FF, H), "mlp.down_proj": (H, FF)}
     for n in range(layers):
         p = f"model.layers.{n}."
         t[p + "input_layernorm.weight"] = torch.ones(H, dtype=torch.float16)
@@ -70,7 +70,7 @@ def write_checkpoint(d: Path, layers: int) -> int:
     meta.save(d)
     cfg = {
         "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava_llama", "hidden_size": H,
-        "intermediate_size": I, "num_hidden_layers": layers, "num_attention_heads": HEADS,
+        "intermediate_size": FF, "num_hidden_layers": layers, "num_attention_heads": HEADS,
         "num_key_value_heads": HEADS, "vocab_size": V, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0, "hidden_act": "silu", "torch_dtype": "float16", "mm_vision_tower": "clip",
         "mm_hidden_size": 1024, "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2,
