@@ -155,3 +155,53 @@ def test_packed_layout_is_what_the_lead_reads(tmp_path, qat):
     assert f.infos["model.layers.0.self_attn.q_proj.qzeros"].shape == (2, 32)
     assert "model.layers.0.self_attn.q_proj.weight" not in f.infos
     assert f.infos["model.embed_tokens.weight"].dtype == torch.float16
+
+
+def test_bin_shards_and_bin_only_sidecar(tmp_path, qat):
+    """Older LLaVA releases ship pytorch_model-*.bin shards; the published sidecar is .bin only."""
+    import json
+
+    from grace.io.tensors import SafetensorsFile, write_sharded
+
+    v = qat["llava", 4]
+    inp = v.prepare(IMG, "What?")
+    ref = _logits(v, inp)
+    p = save_checkpoint(v, None, None, tmp_path / "ck", layout="original")
+    (p / "qat_quantized_weights.safetensors").unlink()  # the published form: .bin sidecar only
+    f = SafetensorsFile(p / "model.safetensors")
+    sd = {k: f.read(k) for k in f.keys()}
+    (p / "model.safetensors").unlink()
+    names = sorted(sd)
+    halves = [dict((k, sd[k]) for k in names[: len(names) // 2]), dict((k, sd[k]) for k in names[len(names) // 2 :])]
+    wm = {}
+    for i, h in enumerate(halves):
+        fn = f"pytorch_model-0000{i + 1}-of-00002.bin"
+        torch.save(h, p / fn)
+        wm.update({k: fn for k in h})
+    (p / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": wm}))
+    assert torch.equal(_logits(grace.load(p), inp), ref)
+    # sharded safetensors + index, as transformers writes large checkpoints
+    for fn in list(p.glob("pytorch_model*")):
+        fn.unlink()
+    write_sharded(p, sd, max_shard_bytes=1 << 20)
+    assert (p / "model.safetensors.index.json").is_file() and len(list(p.glob("model-*.safetensors"))) > 1
+    assert torch.equal(_logits(grace.load(p, qat_as="fake"), inp), ref)
+
+
+def test_llava_hf_style_in_vocab_image_token(tmp_path):
+    """llava-hf conversions add '<image>' to the tokenizer and pad the vocabulary; that works too."""
+    from grace.models import families as F
+
+    v = make_tiny("llava")
+    v.tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_id = v.tokenizer.convert_tokens_to_ids("<image>")
+    assert image_id == 512
+    v.model.resize_token_embeddings(512 + 64)
+    v.model.config.image_token_id = image_id
+    inp = v.prepare(IMG, "What is it?")
+    assert int((inp["input_ids"] == image_id).sum()) == 16
+    ref = _logits(v, inp)
+    w = grace.load(save_checkpoint(v, None, None, tmp_path / "hf", layout="hf"))
+    assert w.image_token_id == image_id
+    assert type(w.model.get_input_embeddings()) is not F.PlaceholderEmbedding
+    assert torch.equal(_logits(w, w.prepare(IMG, "What is it?")), ref)
