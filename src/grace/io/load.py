@@ -290,7 +290,7 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
         quant = {"bits": meta.bits, "group_size": meta.group_size,
                  "format": "awq-gemm" if meta.bits == 4 else "w8-rowmajor", "source": "packed"}
     elif form == "qat":
-        side = qat_sidecar.load_sidecar(d)
+        side, read_side = _lazy_sidecar(d)
         sp = qat_sidecar.sidecar_path(d)
         spec = qat_sidecar.load_spec(d) or {}
         scale_dtype = {"float16": torch.float16, "float32": torch.float32}.get(spec.get("scale_dtype", "float16"),
@@ -299,7 +299,7 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
         for disk, parts in side.items():
             rn = F.map_module_name(to_runtime, disk) or disk
             lin = _linear(model, rn, sp, disk)
-            w, ls = parts["weight"], parts["log_scale"]
+            w, ls = read_side(f"{disk}.weight"), read_side(f"{disk}.log_scale").float()
             if tuple(w.shape) != (lin.out_features, lin.in_features):
                 raise LoadError(f"{sp}: {disk}.weight has shape {tuple(w.shape)}, the model's linear is "
                                 f"{(lin.out_features, lin.in_features)}")
@@ -315,7 +315,7 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
                 codes, scales = numerics.codes_from_grid_weight(w, ls, bits, g)
                 if bits == 4 and lin.out_features % 8:
                     raise LoadError(f"{sp}: {disk} has out_features {lin.out_features}, not a multiple of 8 (W4)")
-                bias = parts.get("bias")
+                bias = read_side(f"{disk}.bias") if "bias" in parts else None
                 p = PackedLinear.from_codes(codes, scales.to(scale_dtype).float(), bits, g, bias)
                 for b in list(p._buffers):
                     if p._buffers[b] is not None:
@@ -326,8 +326,7 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
             raise LoadError(f"{sp}: modules use different bit widths {sorted(bits_seen)}")
         quant = {"bits": bits_seen.pop(), "group_size": max(g_seen), "format": "qat", "source": "qat",
                  "loaded_as": qat_as}
-        side_weights = {F.map_module_name(to_runtime, k) or k: v["weight"] for k, v in side.items()}
-        del side
+        side_weights = {F.map_module_name(to_runtime, k) or k: f"{k}.weight" for k in side}
 
     # ---- what we expect to load --------------------------------------------------------------
     expected = {k: v for k, v in model.state_dict(keep_vars=True).items()}
@@ -403,7 +402,8 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
     F.install_placeholder_embedding(model)
     if form == "qat" and qat_as == "fake":
         sp = qat_sidecar.sidecar_path(d)
-        for rn, w in side_weights.items():
+        for rn, wkey in side_weights.items():
+            w = read_side(wkey)
             m = model.get_submodule(rn)
             a, _ = numerics.codes_from_grid_weight(m.weight.detach().cpu(), m.log_scale.detach().cpu(), m.bits, m.group_size)
             b, _ = numerics.codes_from_grid_weight(w, m.log_scale.detach().cpu(), m.bits, m.group_size)
@@ -423,6 +423,28 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
             raise GraceError(f"kernel {kernel!r} requested but grace.kernels is not available in this build")
     return VLM(model=model, tokenizer=tokenizer, processor=processor, family=fam.name, layout=layout,
                quant=quant, path=str(d))
+
+
+def _lazy_sidecar(d: Path):
+    """``(grouped sidecar of shape-only tensors, read(key) -> tensor)``: one module in memory at a time.
+
+    A QAT checkpoint's sidecar holds a dense copy of every quantized weight; reading it whole
+    would double the memory of a QAT -> packed load.
+    """
+    from grace.io.tensors import SafetensorsFile
+
+    p = qat_sidecar.sidecar_path(d)
+    if p.suffix == ".safetensors":
+        f = SafetensorsFile(p)
+        shapes = {k: torch.empty(i.shape, dtype=i.dtype, device="meta") for k, i in f.infos.items()}
+        return qat_sidecar.group_sidecar(shapes, p), f.read
+    try:  # mmap: tensors stay on disk until read
+        obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - read_bin raises the clear, safe error
+        obj = qat_sidecar.read_bin(p)
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise FormatError(f"{p}: expected a dict of name -> tensor")
+    return qat_sidecar.group_sidecar(obj, p), lambda k: obj[k].clone()
 
 
 def _cross_check(src: Path, key: str, w: torch.Tensor, packed: PackedLinear, log_scale: torch.Tensor) -> None:
