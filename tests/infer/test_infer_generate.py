@@ -127,3 +127,11 @@ def test_cli_errors_are_one_line(tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["generate", "--model", str(d), "--query", "Q"])
     assert isinstance(r.exception, GraceError) and "--image" in str(r.exception)
+
+
+def test_image_paths_are_accepted(tmp_path, vlm):
+    p = tmp_path / "i.png"
+    IMG.save(p)
+    assert generate(vlm, p, "What?", max_new_tokens=2).token_ids == generate(vlm, IMG, "What?", max_new_tokens=2).token_ids
+    with pytest.raises(GraceError, match="missing.png: image file not found"):
+        vlm.generate(tmp_path / "missing.png", "What?")

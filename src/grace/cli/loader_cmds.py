@@ -16,16 +16,9 @@ from grace.errors import GraceError
 
 
 def _open_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
+    from grace.infer.generate import load_image
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise GraceError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise GraceError(f"{path}: not a readable image ({e})") from None
+    return load_image(path)
 
 
 def _mb(n: int) -> str:

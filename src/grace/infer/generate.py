@@ -31,6 +31,25 @@ class Generation:
     token_ids: list[int] = field(default_factory=list)
 
 
+def load_image(image):
+    """A PIL image from a PIL image, a path, or None; an unreadable file is one GraceError."""
+    if image is None or hasattr(image, "convert"):
+        return image
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(image)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise GraceError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise GraceError(f"{path}: not a readable image ({e})") from None
+
+
 def _is_full_prompt(vlm, text: str) -> bool:
     if vlm.family == "qwen3vl":
         return text.startswith("<|im_start|>")
@@ -44,6 +63,7 @@ def _context_limit(vlm) -> int:
 
 def prepare(vlm, image, prompt_or_query: str, *, conv_mode: str | None = None) -> dict[str, torch.Tensor]:
     """Model inputs (batch of one, on the model's device) for a query or a full template prompt."""
+    image = load_image(image)
     if _is_full_prompt(vlm, prompt_or_query):
         prompt = prompt_or_query
     else:
@@ -160,6 +180,7 @@ def generate_batch_ids(vlm, images: list, queries: list[str], *, max_new_tokens:
     if not queries:
         return []
     exs = []
+    images = [load_image(i) for i in images]
     for img, q in zip(images, queries, strict=True):
         prompt = q if _is_full_prompt(vlm, q) else render_prompt(vlm, q, with_image=img is not None,
                                                                    conv_mode=conv_mode)
@@ -189,7 +210,7 @@ class ChatSession:
 
     def __init__(self, vlm, image=None, *, conv_mode: str | None = None, max_new_tokens: int = 128,
                  temperature: float = 0.0):
-        self.vlm, self.image, self.conv_mode = vlm, image, conv_mode
+        self.vlm, self.image, self.conv_mode = vlm, load_image(image), conv_mode
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.history: list[tuple[str, str]] = []
         self.last: Generation | None = None
