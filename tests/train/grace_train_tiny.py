@@ -128,15 +128,18 @@ def write_corpus(root: Path, n: int = 16, *, seed: int = 0, bad: bool = False, n
 
 
 def llava_setup(root: Path, *, n: int = 16, bad: bool = False, student_seed: int = 1, teacher_seed: int = 2,
-                hidden: int = 128, teacher_hidden: int | None = None):
-    """(student, teacher, dataset, collate_fn, tokenizer, processor) for a tiny LLaVA run."""
+                hidden: int = 128, teacher_hidden: int | None = None, write: bool = True):
+    """(student, teacher, dataset, collate_fn, tokenizer, processor) for a tiny LLaVA run.
+
+    ``write=False`` reuses a corpus already in ``root`` (several processes must not write it at once).
+    """
     from grace.data.conversations import ConversationDataset, llava_encoder, pad_collate
 
     tok = make_tokenizer()
     proc = llava_processor()
     student = tiny_llava(student_seed, hidden=hidden, image_token=image_token_id(tok))
     teacher = tiny_llava(teacher_seed, hidden=teacher_hidden or hidden, image_token=image_token_id(tok))
-    data = write_corpus(root, n, bad=bad)
+    data = write_corpus(root, n, bad=bad) if write else root / "train.json"
     enc = llava_encoder(tok, proc, image_token_id=image_token_id(tok), n_image_tokens=16)
     ds = ConversationDataset([data], encode_fn=enc, image_root=root, max_length=200)
     return student, teacher, ds, partial(pad_collate, pad_token_id=tok.pad_token_id), tok, proc

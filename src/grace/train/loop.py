@@ -96,6 +96,11 @@ def _resolve_precision(name: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
+def _has_accelerator() -> bool:
+    probe = getattr(torch, "accelerator", None)
+    return bool(probe.is_available()) if probe is not None else torch.cuda.is_available()
+
+
 def _release_accelerator() -> None:
     """Forget accelerate's process-wide singletons (not the process group) so train() can run again."""
     from accelerate.state import AcceleratorState, GradientState
@@ -202,6 +207,8 @@ def _train(cfg, student, teacher, dataset, collate_fn, tokenizer, processor, sav
 
     out = Path(cfg.output_dir)
     acc = Accelerator(
+        # accelerate only runs several CPU processes (gloo) when told it is on CPU.
+        cpu=not _has_accelerator(),
         mixed_precision=_resolve_precision(cfg.mixed_precision),
         gradient_accumulation_steps=cfg.grad_accum,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)],
