@@ -171,20 +171,21 @@ def check_record(rec: object) -> str | None:
 class SkipReport:
     """Bad records by reason, each record counted once (keyed by its dataset/file position)."""
 
-    seen: dict[object, str] = field(default_factory=dict)
-    examples: dict[str, list[str]] = field(default_factory=dict)
+    seen: dict[object, str] = field(default_factory=dict)  # key -> reason
+    ids: dict[object, str] = field(default_factory=dict)  # key -> record id
 
     def add(self, key: object, reason: str, record_id: str) -> None:
-        if key in self.seen:
-            return
-        self.seen[key] = reason
-        ex = self.examples.setdefault(reason, [])
-        if len(ex) < 3:
-            ex.append(record_id)
+        if key not in self.seen:
+            self.seen[key] = reason
+            self.ids[key] = record_id
 
     def extend(self, items) -> None:
         for key, reason, rid in items:
             self.add(key, reason, rid)
+
+    def items(self) -> list[tuple[object, str, str]]:
+        """``[(key, reason, record_id)]``: what :meth:`extend` takes (to merge reports across ranks)."""
+        return [(k, r, self.ids.get(k, "")) for k, r in self.seen.items()]
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(self.seen.values()))
@@ -196,7 +197,12 @@ class SkipReport:
     def summary(self) -> str:
         if not self.seen:
             return "no bad records"
-        parts = [f"{n} {reason} (e.g. {', '.join(self.examples[reason])})"
+        examples: dict[str, list[str]] = {}
+        for key, reason in self.seen.items():
+            ex = examples.setdefault(reason, [])
+            if len(ex) < 3 and self.ids.get(key):
+                ex.append(self.ids[key])
+        parts = [f"{n} {reason}" + (f" (e.g. {', '.join(examples[reason])})" if examples[reason] else "")
                  for reason, n in sorted(self.counts().items(), key=lambda kv: -kv[1])]
         return f"skipped {self.total} bad records: " + "; ".join(parts)
 

@@ -252,7 +252,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if hint is str:
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
+        if isinstance(value, bool):  # YAML 1.1 reads a bare `no` (mixed_precision: no) as false
+            return "no" if not value else "yes"
+        if not isinstance(value, str | int | float):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return str(value)
     return value

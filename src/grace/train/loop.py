@@ -83,11 +83,20 @@ class TrainResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def _default_save_fn(model, tokenizer, processor, out_dir, *, layout, family):
-    # The checkpoint writer belongs to grace.io; imported lazily so training works without it.
-    from grace.io import save_checkpoint
+def _resolve_save_fn(save_fn: Callable | None, cfg: TrainConfig) -> Callable | None:
+    """The final-checkpoint writer: the caller's, else ``grace.io.save_checkpoint``.
 
-    return save_checkpoint(model, tokenizer, processor, out_dir, layout=layout, family=family)
+    Resolved *before* training so a missing writer is reported in the first second, not after
+    the last step. Imported lazily: the writer belongs to grace.io.
+    """
+    if save_fn is not None or not cfg.save_final:
+        return save_fn
+    try:
+        from grace.io import save_checkpoint
+    except ImportError:
+        raise GraceError("save_final: grace.io.save_checkpoint is not available in this installation; pass "
+                         "save_fn=... to grace.train.train or set save_final=false") from None
+    return save_checkpoint
 
 
 def _resolve_precision(name: str) -> str:
@@ -180,6 +189,7 @@ def train(cfg: TrainConfig, *, student: nn.Module | None = None, teacher: nn.Mod
     checkpoint (default: ``grace.io.save_checkpoint``). ``on_step(record)`` is called on every
     process after each optimizer step with that step's log record.
     """
+    save_fn = _resolve_save_fn(save_fn, cfg)
     if student is None or dataset is None or (cfg.distill and teacher is None):
         from grace.train.build import build_inputs
 
@@ -195,7 +205,7 @@ def train(cfg: TrainConfig, *, student: nn.Module | None = None, teacher: nn.Mod
         teacher = None
     try:
         return _train(cfg, student, teacher, dataset, collate_fn, tokenizer, processor,
-                      save_fn or _default_save_fn, resume, on_step)
+                      save_fn, resume, on_step)
     finally:
         _release_accelerator()
 
@@ -408,11 +418,10 @@ def _train(cfg, student, teacher, dataset, collate_fn, tokenizer, processor, sav
 
     # -- the bad-record summary and the final model --------------------------------------------
     all_skipped = SkipReport()
-    all_skipped.extend(gather_object(list(_skip_items(skipped))))
+    all_skipped.extend(gather_object(skipped.items()))
     base = getattr(dataset, "report", None)
     if isinstance(base, SkipReport):
-        for key, reason in base.seen.items():
-            all_skipped.add(("file", key), reason, "")
+        all_skipped.extend((("file", k), r, rid) for k, r, rid in base.items())
     if all_skipped.total:
         acc.print(f"data: {all_skipped.summary()}")
 
@@ -430,11 +439,6 @@ def _train(cfg, student, teacher, dataset, collate_fn, tokenizer, processor, sav
                        skipped=all_skipped.counts(), log_path=log_path, model=unwrapped)
 
 
-def _skip_items(report: SkipReport):
-    for key, reason in report.seen.items():
-        yield (key, reason, "")
-
-
 def _save_checkpoint(acc, out, step, cfg, scheduler, controller, skipped, global_batch, n, total, spe, gather_object):
     tmp = ckpt.tmp_dir_for(out, step)
     if acc.is_main_process and tmp.exists():
@@ -444,14 +448,14 @@ def _save_checkpoint(acc, out, step, cfg, scheduler, controller, skipped, global
     acc.wait_for_everyone()
     acc.save_state(output_dir=str(tmp))
     every_skip = SkipReport()
-    every_skip.extend(gather_object(list(_skip_items(skipped))))
+    every_skip.extend(gather_object(skipped.items()))
     if acc.is_main_process:
         sched = scheduler.state_dict()  # counters and base LRs only: JSON-safe
         ckpt.write_state(tmp, {
             "step": step, "epoch": step // spe, "samples_seen": step * global_batch, "global_batch": global_batch,
             "dataset_size": n, "total_steps": total, "mode": cfg.mode,
             "controller": controller.state_dict() if controller is not None else None,
-            "scheduler": sched, "skipped": [[k, r, ""] for k, r in every_skip.seen.items()],
+            "scheduler": sched, "skipped": [list(item) for item in every_skip.items()],
             "config": cfg.to_dict(),
         })
         ckpt.finalize(tmp, out, step)
