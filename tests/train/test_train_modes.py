@@ -100,3 +100,13 @@ def test_qwen3vl_modes(tmp_path, mode):
     side = load_sidecar(res.model_dir)
     assert any("language_model.layers.0.mlp.down_proj" in k for k in side)
     assert not any("visual" in k for k in side)
+
+
+def test_grace_with_bf16_autocast_and_gradient_checkpointing(tmp_path):
+    student, teacher, ds, collate, tok, proc = llava_setup(tmp_path)
+    res = train(_cfg(tmp_path, "grace", max_steps=2, grad_accum=1, mixed_precision="bf16",
+                     gradient_checkpointing=True, save_final=False), student=student, teacher=teacher, dataset=ds,
+                collate_fn=collate, tokenizer=tok)
+    log = _log(res)
+    assert all(r["gdkd"] is not None and r["rcka"] is not None and r["nonfinite_gdkd"] == 0 for r in log)
+    assert all(p.dtype == torch.float32 for p in res.model.parameters())  # master weights stay fp32

@@ -10,8 +10,9 @@ Invariants (what every caller can rely on):
   ``gradcheck`` uses), whatever the logits' storage dtype, because bf16 softmax over a 32k-150k
   vocabulary loses the small non-target probabilities NCKD is about.
 * Memory stays bounded: supervised positions are processed ``chunk_size`` rows at a time, and
-  under autograd each chunk is wrapped in activation checkpointing, so at most one chunk's
-  ``(chunk, vocab)`` float32 intermediates are alive in the forward *and* in the backward.
+  under autograd (when there is more than one chunk) each chunk is wrapped in activation
+  checkpointing, so at most one chunk's ``(chunk, vocab)`` float32 intermediates are alive in
+  the forward *and* in the backward.
   Without checkpointing the saved-for-backward tensors of every chunk would add up to several
   full fp32 copies of the logits, which is the very thing chunking is meant to avoid.
 
@@ -148,7 +149,9 @@ def gdkd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: tor
     s_flat = student_logits.reshape(b * s, v)
     t_flat = teacher_logits.reshape(b * s, v)
     chunk = chunk_size or default_chunk_size(v)
-    use_ckpt = checkpoint_chunks and torch.is_grad_enabled() and (
+    # Checkpointing only pays when there are several chunks: with one chunk its intermediates are
+    # alive once either way, and recomputing them in the backward would be pure overhead.
+    use_ckpt = checkpoint_chunks and n > chunk and torch.is_grad_enabled() and (
         student_logits.requires_grad or teacher_logits.requires_grad)
     num = student_logits.new_zeros((), dtype=cd)
     den = student_logits.new_zeros((), dtype=cd)

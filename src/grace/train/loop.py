@@ -244,7 +244,12 @@ def _train(cfg, student, teacher, dataset, collate_fn, tokenizer, processor, sav
         raise ConfigError(f"mode {cfg.mode} trains a floating-point student, but the student already has "
                           f"QAT modules; use mode qat or grace")
     if cfg.gradient_checkpointing:
-        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Non-reentrant: works with a frozen embedding / vision tower and with forward hooks.
+        kw = {"use_reentrant": False}
+        if hasattr(student, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            student.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+        else:
+            student.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
     if getattr(student, "config", None) is not None:
         student.config.use_cache = False
     student.train()
