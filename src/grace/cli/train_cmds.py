@@ -1,4 +1,10 @@
-"""`grace train` and `grace plot`: thin wrappers over :func:`grace.train.train` and the run plot."""
+"""`grace train` and `grace plot`: thin wrappers over :func:`grace.train.train` and the run plot.
+
+    grace train --recipe recipes/grace_w4.yaml --set max_steps=1000
+    torchrun --nproc_per_node 8 $(which grace) train --recipe recipes/grace_w4.yaml     # data parallel
+    accelerate launch --config_file fsdp.yaml $(which grace) train --recipe ...          # FSDP / DeepSpeed
+    grace plot runs/grace_w4                                                              # curves.png
+"""
 
 from __future__ import annotations
 

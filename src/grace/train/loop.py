@@ -415,7 +415,7 @@ def _train(cfg, student, teacher, dataset, collate_fn, tokenizer, processor, sav
                          if record[key] is not None}, refresh=False)
         if cfg.save_every and (k + 1) % cfg.save_every == 0:
             _save_checkpoint(acc, out, k + 1, cfg, scheduler, controller, skipped, global_batch, len(dataset),
-                             total, steps_per_epoch, gather_object)
+                             total, steps_per_epoch)
         if on_step is not None:
             on_step(record)
     bar.close()
@@ -444,7 +444,10 @@ def _train(cfg, student, teacher, dataset, collate_fn, tokenizer, processor, sav
                        skipped=all_skipped.counts(), log_path=log_path, model=unwrapped)
 
 
-def _save_checkpoint(acc, out, step, cfg, scheduler, controller, skipped, global_batch, n, total, spe, gather_object):
+def _save_checkpoint(acc, out, step, cfg, scheduler, controller, skipped, global_batch, n, total, spe):
+    """Write ``step-N`` atomically: accelerate's state into a temporary directory, then our JSON, then rename."""
+    from accelerate.utils import gather_object
+
     tmp = ckpt.tmp_dir_for(out, step)
     if acc.is_main_process and tmp.exists():
         import shutil
