@@ -12,7 +12,6 @@ from grace.data.conversations import (
     DataError,
     Source,
     check_record,
-    llava_encoder,
     pad_collate,
     parse_source,
     read_records,
@@ -154,33 +153,3 @@ def test_pad_collate():
     assert out["mm_token_type_ids"].tolist() == [[1, 0, 0], [0, 0, 0]]
     assert out["pixel_values"].shape == (1, 3, 2, 2)
     assert out["_skipped"] == [(1, "x", "r")]
-
-
-def _word_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    words = ("<unk> <s> </s> <image> USER ASSISTANT : a chat between curious user and an artificial intelligence "
-             "assistant . The gives helpful , detailed polite answers to the ' s questions what is it red circle").split()
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   additional_special_tokens=["<image>"])
-
-
-def test_llava_encoder_supervises_only_replies_and_expands_the_image():
-    tok = _word_tokenizer()
-    img_id = tok.convert_tokens_to_ids("<image>")
-    proc = lambda images, return_tensors: {"pixel_values": torch.zeros(len(images), 3, 4, 4)}  # noqa: E731
-    enc = llava_encoder(tok, proc, image_token_id=img_id, n_image_tokens=5)
-    conv = [{"from": "human", "value": "<image>\nwhat is it ?"}, {"from": "gpt", "value": "a red circle ."},
-            {"from": "human", "value": "what ?"}, {"from": "gpt", "value": "red"}]
-    item = enc(conv, Image.new("RGB", (4, 4)))
-    ids, labels = item["input_ids"].tolist(), item["labels"].tolist()
-    assert ids[0] == 1 and ids.count(img_id) == 5 and item["pixel_values"].shape == (1, 3, 4, 4)
-    supervised = tok.convert_ids_to_tokens([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
-    assert supervised == ["a", "red", "circle", ".", "</s>", "red", "</s>"]
-    text_only = enc([{"from": "human", "value": "what is it ?"}, {"from": "gpt", "value": "red"}], None)
-    assert img_id not in text_only["input_ids"].tolist() and "pixel_values" not in text_only

@@ -133,27 +133,29 @@ def llava_setup(root: Path, *, n: int = 16, bad: bool = False, student_seed: int
 
     ``write=False`` reuses a corpus already in ``root`` (several processes must not write it at once).
     """
-    from grace.data.conversations import ConversationDataset, llava_encoder, pad_collate
+    from grace.data.conversations import ConversationDataset, pad_collate
+    from grace.train.build import family_encoder
 
     tok = make_tokenizer()
     proc = llava_processor()
     student = tiny_llava(student_seed, hidden=hidden, image_token=image_token_id(tok))
     teacher = tiny_llava(teacher_seed, hidden=teacher_hidden or hidden, image_token=image_token_id(tok))
     data = write_corpus(root, n, bad=bad) if write else root / "train.json"
-    enc = llava_encoder(tok, proc, image_token_id=image_token_id(tok), n_image_tokens=16)
+    enc = family_encoder(student, tok, proc, 200)
     ds = ConversationDataset([data], encode_fn=enc, image_root=root, max_length=200)
     return student, teacher, ds, partial(pad_collate, pad_token_id=tok.pad_token_id), tok, proc
 
 
 def qwen_setup(root: Path, *, n: int = 8):
-    from grace.data.conversations import ConversationDataset, pad_collate, qwen3vl_encoder
+    from grace.data.conversations import ConversationDataset, pad_collate
+    from grace.train.build import family_encoder
 
     tok = make_tokenizer()
     proc = qwen_processor()
     qid = qwen_image_token_id(tok)
     student, teacher = tiny_qwen3vl(1, image_token=qid), tiny_qwen3vl(2, image_token=qid)
     data = write_corpus(root, n)
-    enc = qwen3vl_encoder(tok, proc, image_token_id=qid, merge_size=2)
+    enc = family_encoder(student, tok, proc, 300)
     ds = ConversationDataset([data], encode_fn=enc, image_root=root, max_length=300)
     return student, teacher, ds, partial(pad_collate, pad_token_id=tok.pad_token_id), tok, proc
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from grace.data.templates import IGNORE_INDEX, IMAGE_MARKER, encode_segments, llava_segments, qwen_segments
+from grace.data.templates import IGNORE_INDEX, IMAGE_MARKER
 from grace.errors import GraceError
 
 __all__ = [
@@ -49,8 +49,6 @@ __all__ = [
     "SkipReport",
     "ConversationDataset",
     "pad_collate",
-    "llava_encoder",
-    "qwen3vl_encoder",
 ]
 
 _SPEAKERS = {"human": 0, "user": 0, "gpt": 1, "assistant": 1}
@@ -314,78 +312,12 @@ class _Skip(Exception):
 
 
 def pad_collate(batch: list[dict], pad_token_id: int = 0) -> dict:
-    """Right-pad per-token tensors and concatenate vision tensors: ``pad_collate(items, pad_token_id=0)``."""
-    lengths = [int(item["input_ids"].shape[0]) for item in batch]
-    longest = max(lengths)
-    out: dict = {}
-    keys = {k for item in batch for k in item if not k.startswith("_")}
-    for key in sorted(keys):
-        if key in SEQUENCE_KEYS:
-            pad = IGNORE_INDEX if key == "labels" else pad_token_id if key == "input_ids" else 0
-            rows = []
-            for item, n in zip(batch, lengths, strict=True):
-                t = item[key]
-                rows.append(torch.cat([t, t.new_full((longest - n,), pad)]))
-            out[key] = torch.stack(rows)
-        else:
-            parts = [item[key] for item in batch if key in item]
-            out[key] = torch.cat(parts, dim=0)
-    if "attention_mask" not in out:
-        out["attention_mask"] = torch.stack(
-            [torch.cat([torch.ones(n, dtype=torch.long), torch.zeros(longest - n, dtype=torch.long)]) for n in lengths])
+    """Right-padded training batch (``grace.models.collate``) plus the skipped-record log.
+
+        collate_fn = functools.partial(pad_collate, pad_token_id=tokenizer.pad_token_id)
+    """
+    from grace.models import collate
+
+    out = collate([{k: v for k, v in item.items() if not k.startswith("_")} for item in batch], pad_token_id)
     out["_skipped"] = [s for item in batch for s in item.get("_skipped", [])]
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Reference encoders (used when no family encode_fn is supplied)
-# ---------------------------------------------------------------------------------------------
-
-
-def llava_encoder(tokenizer, image_processor, *, image_token_id: int, n_image_tokens: int,
-                  conv_mode: str = "vicuna_v1") -> Callable[[list[dict], object], dict]:
-    """A LLaVA-1.5 ``encode_fn``: ``enc = llava_encoder(tok, proc, image_token_id=32000, n_image_tokens=576)``.
-
-    Renders the ``vicuna_v1`` template, supervises assistant replies only, expands ``<image>`` to
-    ``n_image_tokens`` ids and returns ``pixel_values`` of shape ``(1, 3, H, W)`` for an image.
-    """
-
-    def encode(conversations: list[dict], image) -> dict:
-        segs = llava_segments(conversations, conv_mode)
-        ids, labels = encode_segments(tokenizer, segs, image_marker=IMAGE_MARKER, image_token_id=image_token_id,
-                                      n_image_tokens=n_image_tokens if image is not None else 0)
-        item = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
-        if image is not None:
-            item["pixel_values"] = image_processor(images=[image], return_tensors="pt")["pixel_values"]
-        return item
-
-    return encode
-
-
-def qwen3vl_encoder(tokenizer, image_processor, *, image_token_id: int,
-                    merge_size: int = 2) -> Callable[[list[dict], object], dict]:
-    """A Qwen3-VL ``encode_fn``: ``enc = qwen3vl_encoder(tok, Qwen2VLImageProcessorPil(...), image_token_id=id)``.
-
-    Each ``<|image_pad|>`` becomes ``t*h*w / merge_size^2`` image ids; returns ``pixel_values``
-    (patches), ``image_grid_thw`` and ``mm_token_type_ids`` (1 on image tokens), which the
-    transformers model needs to build its 3-D rotary positions.
-    """
-    pad_marker = "<|image_pad|>"
-
-    def encode(conversations: list[dict], image) -> dict:
-        segs = qwen_segments(conversations)
-        item: dict = {}
-        n_tokens = 0
-        if image is not None:
-            vis = image_processor(images=[image], return_tensors="pt")
-            item["pixel_values"] = vis["pixel_values"]
-            item["image_grid_thw"] = vis["image_grid_thw"]
-            n_tokens = int(vis["image_grid_thw"].prod()) // merge_size**2
-        ids, labels = encode_segments(tokenizer, segs, image_marker=pad_marker, image_token_id=image_token_id,
-                                      n_image_tokens=n_tokens)
-        input_ids = torch.tensor(ids)
-        item.update(input_ids=input_ids, labels=torch.tensor(labels),
-                    mm_token_type_ids=(input_ids == image_token_id).long())
-        return item
-
-    return encode

@@ -1,14 +1,12 @@
 """Build a run's inputs from its config when the caller did not pass them (the CLI path).
 
-Models are read from *local* transformers-layout directories (``config.json`` + safetensors,
-tokenizer files, ``preprocessor_config.json``); nothing is fetched from a hub. The student is
-loaded in float32 (it is trained: optimizer master weights must be fp32; autocast supplies the
-bf16 compute), the teacher in bf16 when the run uses bf16, else float32.
-
-The ``encode_fn`` is the reference encoder of the model family from
-:mod:`grace.data.conversations` (LLaVA-1.5 ``vicuna_v1``, Qwen3-VL chat format). A caller with
-its own family encoder builds the :class:`~grace.data.conversations.ConversationDataset` and
-passes it to :func:`grace.train.train`.
+Models are loaded with :func:`grace.load` from local directories in any layout grace reads
+(original LLaVA, transformers Llava / Qwen3-VL; dense or QAT). The student is loaded in
+float32 (it is trained: optimizer master weights must be fp32; autocast supplies the bf16
+compute) and a QAT student comes back as fake-quant modules (``qat_as="fake"``) so training
+continues from its learned scales; the teacher is loaded in bf16 when the run uses bf16, else
+float32. Records are encoded by :func:`grace.models.encode_example` (one home for templates,
+supervision masks and image-token expansion).
 """
 
 from __future__ import annotations
@@ -20,8 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from grace.data.conversations import ConversationDataset, llava_encoder, pad_collate, qwen3vl_encoder
-from grace.errors import GraceError
+from grace.data.conversations import ConversationDataset, pad_collate
 from grace.train.config import ConfigError, TrainConfig
 
 __all__ = ["Built", "build_inputs", "load_pretrained", "family_encoder"]
@@ -37,40 +34,22 @@ class Built:
     collate_fn: object
 
 
-def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32):
-    """``(model, tokenizer, image_processor)`` from a local transformers directory."""
-    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+def load_pretrained(path: str | Path, *, dtype: torch.dtype = torch.float32, qat_as: str = "fake"):
+    """``(model, tokenizer, image_processor)`` from a local checkpoint directory, via grace.load."""
+    import grace
 
-    p = Path(path)
-    if not (p / "config.json").is_file():
-        raise GraceError(f"{p}: not a model directory (no config.json)")
-    try:
-        model = AutoModelForImageTextToText.from_pretrained(p, dtype=dtype, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise GraceError(f"{p}: cannot load model/tokenizer ({str(e).splitlines()[0][:200]})") from None
-    processor = None
-    if (p / "preprocessor_config.json").is_file():
-        # The PIL backend: no torchvision here, and it is the one that matches the original
-        # LLaVA preprocessing bit for bit.
-        processor = AutoImageProcessor.from_pretrained(p, backend="pil", local_files_only=True)
-    return model, tokenizer, processor
+    vlm = grace.load(path, dtype=dtype, qat_as=qat_as)
+    return vlm.model, vlm.tokenizer, vlm.processor
 
 
-def family_encoder(model: nn.Module, tokenizer, processor):
+def family_encoder(model: nn.Module, tokenizer, processor, max_length: int = 2048):
     """The ``encode_fn(conversations, image)`` for ``model``'s family (LLaVA or Qwen3-VL)."""
-    family = getattr(model.config, "model_type", "")
-    if processor is None:
-        raise ConfigError(f"model family {family!r}: no image processor (preprocessor_config.json) to encode images")
-    c = model.config
-    if family == "llava":
-        vc = c.vision_config
-        n = (vc.image_size // vc.patch_size) ** 2 + (1 if c.vision_feature_select_strategy == "full" else 0)
-        return llava_encoder(tokenizer, processor, image_token_id=c.image_token_id, n_image_tokens=n)
-    if family == "qwen3_vl":
-        return qwen3vl_encoder(tokenizer, processor, image_token_id=c.image_token_id,
-                               merge_size=c.vision_config.spatial_merge_size)
-    raise ConfigError(f"model family {family!r}: no training encoder (supported: llava, qwen3_vl)")
+    from grace.models import encode_example
+
+    def encode(conversations: list[dict], image) -> dict:
+        return encode_example(model, tokenizer, processor, conversations, image, max_length)
+
+    return encode
 
 
 def build_inputs(cfg: TrainConfig, *, student=None, teacher=None, dataset=None, tokenizer=None,
@@ -89,7 +68,7 @@ def build_inputs(cfg: TrainConfig, *, student=None, teacher=None, dataset=None, 
     if dataset is None:
         if not cfg.data:
             raise ConfigError("data: no annotation files given (data: [FILE.json, FILE2.json%50])")
-        encode_fn = family_encoder(student, tokenizer, processor)
+        encode_fn = family_encoder(student, tokenizer, processor, cfg.max_length or 2048)
         dataset = ConversationDataset(cfg.data, encode_fn=encode_fn, image_root=cfg.image_root,
                                       max_length=cfg.max_length, seed=cfg.seed)
     pad_id = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
