@@ -21,6 +21,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Importing a module registers its commands on `app`.
+    import grace.cli.export_cmds  # noqa: F401  (export)
     from grace.cli import formats_cmds  # noqa: F401  (pack, inspect)
 
 
