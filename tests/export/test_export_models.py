@@ -184,8 +184,8 @@ def test_llava_bf16_export_rounds_scales_only(tmp_path, qat_dirs):
     a = logits(load_plain(tmp_path / "ct", torch.bfloat16), inputs)
     b = logits(reference_model(qat, torch.bfloat16, 4), inputs)
     d = max_diff(a, b)
-    MEASURED["llava hf W4G128 ct bf16"] = d
     scale = float(b.abs().max())
+    MEASURED[f"llava hf W4G128 ct bf16 (max|logit| {scale:.2f})"] = d
     assert d <= 0.05 * scale, (d, scale)
 
 
@@ -219,14 +219,23 @@ def runtime_to_original(name: str) -> str:
 
 
 def write_tiny_tokenizer(d):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    """A 300-piece SentencePiece BPE model in the original LLaVA form (tokenizer.model + LlamaTokenizer)."""
+    import io
+    import random
 
-    words = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(VOCAB - 3)]
-    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(d)
+    import sentencepiece as spm
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(2, 7))) for _ in range(400)]
+    lines = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(2000)]
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=VOCAB,
+                                   model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                   character_coverage=1.0, minloglevel=2)
+    (d / "tokenizer.model").write_bytes(buf.getvalue())
+    (d / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "pad_token": None, "add_bos_token": True, "add_eos_token": False, "legacy": False, "model_max_length": 2048}))
 
 
 def write_original_llava(model, d, clip_dir, spec, *, embed_clip: bool = False):
@@ -303,10 +312,12 @@ def test_original_llava_to_compressed_tensors(tmp_path):
 
     proc = AutoProcessor.from_pretrained(dst)
     img = Image.fromarray((np.random.default_rng(0).random((20, 40, 3)) * 255).astype("uint8"))
-    prompt = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "w5 w6"}]}],
+    assert proc.tokenizer.convert_tokens_to_ids(["<image>", "<pad>"]) == [VOCAB, VOCAB + 1]
+    assert proc.tokenizer("abc de").input_ids == [1, *proc.tokenizer("abc de", add_special_tokens=False).input_ids]
+    prompt = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]}],
                                       add_generation_prompt=True)
-    assert prompt.endswith(" USER: <image>\nw5 w6 ASSISTANT:")
-    enc = proc(images=img, text="w1 <image>\nw5 w6", return_tensors="pt")
+    assert prompt.startswith("A chat between a curious user") and prompt.endswith(" USER: <image>\nQ? ASSISTANT:")
+    enc = proc(images=img, text="abc <image>\nde fg", return_tensors="pt")
     assert int((enc.input_ids == VOCAB).sum()) == 16 and enc.pixel_values.shape == (1, 3, 32, 32)
     with torch.no_grad():
         gen_ids = out.generate(**{k: v.to(torch.float16) if v.is_floating_point() else v for k, v in enc.items()},
@@ -325,6 +336,17 @@ def test_original_llava_needs_a_clip_dir(tmp_path):
     (src / "config.json").write_text(json.dumps(cfg))
     r = export_checkpoint(src, tmp_path / "y", "awq", progress=False)
     assert r.max_code_error == 0 and not (tmp_path / "x").exists()
+
+    # the published deployment form: grace pack of the original layout, exported again
+    from safetensors.torch import load_file
+
+    from grace.formats.pack_dir import pack_checkpoint
+
+    pack_checkpoint(src, tmp_path / "packed", dtype=torch.float16, progress=False)
+    r2 = export_checkpoint(tmp_path / "packed", tmp_path / "z", "awq", progress=False)
+    assert r2.source_form == "packed" and r2.layout == "original" and r2.exact
+    a, b = load_file(str(tmp_path / "y" / "model.safetensors")), load_file(str(tmp_path / "z" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,24 +411,28 @@ def test_awq_export_follows_the_format(tmp_path, qat_dirs):
     assert torch.equal(numerics.dequantize(codes, s, g), dense[f"{w}.weight"])
 
 
-def test_awq_loads_with_gptqmodel(tmp_path, qat_dirs):
+@pytest.mark.parametrize("family", ["llava", "qwen3vl"])
+def test_awq_loads_with_gptqmodel(tmp_path, qat_dirs, family):
     pytest.importorskip("gptqmodel", reason="gptqmodel not installed (see docs/export.md for the CPU install)")
     from transformers import AutoModelForImageTextToText, AwqConfig
 
-    qat, names = qat_dirs("llava", "W4G128")
+    qat, names = qat_dirs(family, "W4G128")
     export_checkpoint(qat, tmp_path / "awq", "awq", progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # torch_awq dequantises then runs a dense matmul; the default CPU kernel (aten int4) is close, not exact
         out = AutoModelForImageTextToText.from_pretrained(
             tmp_path / "awq", dtype=torch.float16, device_map="cpu",
             quantization_config=AwqConfig(bits=4, backend="torch_awq")).eval()
     ref = reference_model(qat, torch.float16, 4)
     assert type(out.get_submodule(names[0])).__name__ != "Linear"  # an AWQ module, not dense
-    inputs = llava_inputs(LLAVA_IMAGE_ID, torch.float16)
+    vision = "model.vision_tower.encoder.layers.0.mlp.fc1" if family == "llava" else "model.visual.blocks.0.attn.qkv"
+    assert type(out.get_submodule(vision)) is torch.nn.Linear  # the skip list kept the vision tower dense
+    inputs = llava_inputs(LLAVA_IMAGE_ID, torch.float16) if family == "llava" else qwen_inputs(torch.float16)
     a, b = logits(out, inputs), logits(ref, inputs)
     d = max_diff(a, b)
-    MEASURED["llava hf W4G128 awq(gptqmodel torch_awq) fp16"] = d
-    assert d <= 0.01 * float(b.abs().max()), d  # measured 0.0 with torch_awq (dequantise, then matmul)
+    MEASURED[f"{family} W4G128 awq (gptqmodel torch_awq) fp16"] = d
+    assert d <= 0.01 * float(b.abs().max()), d  # measured 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,6 +494,36 @@ def test_ignore_list_adapts_to_what_was_quantized(tmp_path):
     assert torch.equal(a, b), max_diff(a, b)
     ra = export_checkpoint(qat, tmp_path / "awq", "awq", progress=False)
     assert "model.multi_modal_projector" not in ra.ignore and "model.language_model.layers.1.mlp.down_proj" in ra.ignore
+
+
+def test_cli_export_and_one_line_errors(tmp_path, qat_dirs, monkeypatch, capsys):
+    import sys
+
+    from grace.cli.main import main
+
+    def run(*args):
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["grace", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        o = capsys.readouterr()
+        return code, o.out, o.err
+
+    qat, _ = qat_dirs("qwen3vl", "W8G128")
+    code, out, err = run("export", str(qat), "--format", "compressed-tensors", "--out", str(tmp_path / "ct"),
+                         "--no-progress")
+    assert code == 0, err
+    assert "exported 14 modules W8G128" in out and "max int-code error 0" in out and "bit-exact" in out
+    assert "vllm serve" in out
+    for args, msg in [(("--format", "awq"), "AWQ GEMM is 4-bit only"),
+                      (("--format", "compressed-tensors", "--dtype", "float32"), "--dtype must be"),
+                      (("--format", "compressed-tensors", "--vision-tower", str(tmp_path)), "--vision-tower is only")]:
+        code, out, err = run("export", str(qat), "--out", str(tmp_path / "bad"), *args)
+        lines = [ln for ln in err.strip().splitlines() if ln]
+        assert code == 2 and len(lines) == 1 and msg in lines[0] and "Traceback" not in err, err
 
 
 def test_print_measured(capsys):

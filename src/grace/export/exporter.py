@@ -139,10 +139,10 @@ def export_checkpoint(src: str | Path, dst: str | Path, fmt: str, *, vision_towe
         writer = ShardWriter(tmp, shard_bytes)
         bar = ProgressBar(progress, len(source.dense) + len(source.modules), "exporting")
         for key in sorted(source.dense):
-            t = source.read_dense(key)
+            t = _cast(source.read_dense(key), tdtype, source.dense[key].source)
             if key in (N.EMBED_KEY, N.LM_HEAD_KEY) and extra_rows:
-                t = L.extend_rows(t, extra_rows[1])
-            writer.add(N.runtime_to_written(source.family, key), _cast(t, tdtype, source.dense[key].source))
+                t = L.extend_rows(t, extra_rows[1])  # the mean of the rows as exported
+            writer.add(N.runtime_to_written(source.family, key), t)
             bar.advance()
         max_err, max_rel = 0, 0.0
         for name in sorted(source.modules):

@@ -160,6 +160,23 @@ def write_tokenizer(tmp: Path, vocab: int) -> str:
     for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"):
         (tmp / f).unlink(missing_ok=True)
     tok.save_pretrained(str(tmp))
+    # transformers 5 saves the template as chat_template.jinja; older loaders (and vLLM on them)
+    # read it from tokenizer_config.json
+    tc_path = tmp / "tokenizer_config.json"
+    if tc_path.is_file():
+        tc = json.loads(tc_path.read_text())
+        tc["chat_template"] = VICUNA_CHAT_TEMPLATE
+        for k in ("is_local", "local_files_only"):  # load-time flags transformers 5 writes back
+            tc.pop(k, None)
+        tj = tmp / "tokenizer.json"
+        if tj.is_file() and "added_tokens_decoder" not in tc:
+            # slow (SentencePiece) loaders learn the added ids from here, not from tokenizer.json
+            added = json.loads(tj.read_text()).get("added_tokens", [])
+            tc["added_tokens_decoder"] = {
+                str(t["id"]): {k: t.get(k, d) for k, d in (("content", ""), ("lstrip", False), ("normalized", False),
+                                                          ("rstrip", False), ("single_word", False), ("special", True))}
+                for t in added}
+        tc_path.write_text(json.dumps(tc, indent=2))
     return f"tokenizer: added {IMAGE_TOKEN} = {vocab} and {PAD_TOKEN} = {vocab + 1}"
 
 
