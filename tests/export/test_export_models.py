@@ -29,7 +29,14 @@ from grace.quant.modules import QATLinear
 
 VOCAB = 300
 LLAVA_IMAGE_ID = VOCAB - 1  # the hf-layout tiny model keeps its image token inside the vocabulary
-MEASURED: dict[str, float] = {}  # max |delta logits| per case, printed at the end (-s) for the docs
+MEASURED: dict[str, float] = {}  # max |delta logits| per case, printed after the module's tests (-s)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_measured():
+    yield
+    for k, v in MEASURED.items():
+        print(f"\nmax|dlogits| {k}: {v:.3e}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,10 +531,3 @@ def test_cli_export_and_one_line_errors(tmp_path, qat_dirs, monkeypatch, capsys)
         code, out, err = run("export", str(qat), "--out", str(tmp_path / "bad"), *args)
         lines = [ln for ln in err.strip().splitlines() if ln]
         assert code == 2 and len(lines) == 1 and msg in lines[0] and "Traceback" not in err, err
-
-
-def test_print_measured(capsys):
-    """Runs last in this file: prints the measured logit differences (pytest -s shows them)."""
-    with capsys.disabled():
-        for k, v in MEASURED.items():
-            print(f"\nmax|dlogits| {k}: {v:.3e}")
