@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from grace import numerics
 from grace.formats import awq_gemm
-from grace.formats.checkpoint import INDEX_FILE, SINGLE_FILE, CheckpointDir
+from grace.formats.checkpoint import INDEX_FILE, CheckpointDir
 from grace.formats.metadata import METADATA_FILE, FormatError, PackedMetadata
 from grace.formats.qat_sidecar import SIDECAR_BIN, SIDECAR_SAFETENSORS, load_spec, open_sidecar
+from grace.formats.shards import ProgressBar, ShardWriter
 
 OFF_GRID_TOL = 0.3  # codes; a bf16-stored grid weight is within 0.25 of its 8-bit code
 
@@ -58,60 +58,27 @@ class PackReport:
         return self.bytes_before / max(1, self.bytes_after)
 
 
-class _ShardWriter:
-    """Collects tensors and flushes them to safetensors shards of about ``shard_bytes``."""
-
-    def __init__(self, out_dir: Path, shard_bytes: int):
-        self.out_dir, self.shard_bytes = out_dir, shard_bytes
-        self.buf: dict[str, torch.Tensor] = {}
-        self.buf_bytes = 0
-        self.shards: list[tuple[Path, list[str]]] = []
-        self.total = 0
-
-    def add(self, name: str, t: torch.Tensor) -> None:
-        t = t.contiguous()
-        self.buf[name] = t
-        n = t.numel() * t.element_size()
-        self.buf_bytes += n
-        self.total += n
-        if self.buf_bytes >= self.shard_bytes:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.buf:
-            return
-        p = self.out_dir / f"shard-{len(self.shards):05d}.tmp.safetensors"
-        save_file(self.buf, str(p), metadata={"format": "pt"})
-        self.shards.append((p, list(self.buf)))
-        self.buf, self.buf_bytes = {}, 0
-
-    def finish(self) -> None:
-        self.flush()
-        if len(self.shards) == 1:
-            self.shards[0][0].rename(self.out_dir / SINGLE_FILE)
-            return
-        n = len(self.shards)
-        weight_map = {}
-        for i, (p, names) in enumerate(self.shards):
-            final = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
-            p.rename(self.out_dir / final)
-            weight_map.update({k: final for k in names})
-        (self.out_dir / INDEX_FILE).write_text(
-            json.dumps({"metadata": {"total_size": self.total}, "weight_map": weight_map}, indent=2)
-        )
+# The writer and progress bar live in grace.formats.shards (shared with grace export).
+_ShardWriter = ShardWriter
+_progress = ProgressBar
 
 
-def pack_module(weight: torch.Tensor, log_scale: torch.Tensor, bits: int, name: str = "?",
-                verify: bool = True) -> tuple[dict[str, torch.Tensor], int, int]:
-    """Pack one quantized linear. Returns ``(packed tensors, group_size, max code error)``."""
+def grid_codes(weight: torch.Tensor, log_scale: torch.Tensor, bits: int,
+               name: str = "?") -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Exact codes of a QAT grid weight: ``(codes int8 (out, in), fp16-valued scale grid fp32, g)``.
+
+        codes, s16, g = grid_codes(side[f"{n}.weight"], side[f"{n}.log_scale"], 4, n)
+
+    Codes are ``round(weight / fp16(exp(log_scale)))``; they equal the fp32-scale codes for a grid
+    weight, and ``codes * s16`` reproduces the fp16-scale fake quantisation exactly. A weight more
+    than ``OFF_GRID_TOL`` codes from its grid, or codes outside the ``bits`` range, are refused.
+    """
     out_f, in_f = weight.shape
     n = log_scale.numel()
     if n == 0 or n % out_f or in_f % (n // out_f):
         raise FormatError(f"{name}: log_scale has {n} entries, not out*in/g for weight {tuple(weight.shape)}")
     g = in_f // (n // out_f)
     scales = numerics.scales_from_log(log_scale, out_f)
-    # The deployed scale is fp16; derive codes against it (they equal the fp32-scale codes for
-    # a grid weight, and this makes dequant(pack) reproduce the fp16-scale fake-quant exactly).
     s16 = scales.to(torch.float16).float()
     ratio = weight.float().reshape(out_f, -1, g) / s16.unsqueeze(-1)
     codes_f = torch.round(ratio)
@@ -122,7 +89,14 @@ def pack_module(weight: torch.Tensor, log_scale: torch.Tensor, bits: int, name: 
         raise FormatError(f"{name}.weight is not on its quantization grid (max off-grid distance {off:.3f} codes)")
     if lo < qmin or hi > qmax:
         raise FormatError(f"{name}.weight has codes in [{lo}, {hi}], outside the {bits}-bit range [{qmin}, {qmax}]")
-    codes = codes_f.reshape(out_f, in_f).to(torch.int8)
+    return codes_f.reshape(out_f, in_f).to(torch.int8), s16, g
+
+
+def pack_module(weight: torch.Tensor, log_scale: torch.Tensor, bits: int, name: str = "?",
+                verify: bool = True) -> tuple[dict[str, torch.Tensor], int, int]:
+    """Pack one quantized linear. Returns ``(packed tensors, group_size, max code error)``."""
+    codes, s16, g = grid_codes(weight, log_scale, bits, name)
+    out_f = weight.shape[0]
     if bits == 4 and out_f % 8:
         raise FormatError(f"{name}: out_features {out_f} is not divisible by 8 (AWQ W4 needs it)")
     packed = awq_gemm.pack(codes, s16, bits, g)
@@ -167,11 +141,11 @@ def pack_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = None
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
     try:
-        writer = _ShardWriter(tmp, shard_bytes)
+        writer = ShardWriter(tmp, shard_bytes)
         qset = set(modules)
         group_sizes: dict[str, int] = {}
         max_err = 0
-        bar = _progress(progress, len(index))
+        bar = ProgressBar(progress, len(index))
         for key in sorted(index):
             name, _, leaf = key.rpartition(".")
             if name in qset and leaf == "weight":
@@ -233,22 +207,3 @@ def _copy_side_files(src: Path, dst: Path, weight_files: list[Path]) -> None:
             shutil.copy2(p, dst / p.name)
 
 
-class _progress:
-    """A rich progress bar that can be switched off (tests, library use)."""
-
-    def __init__(self, enabled: bool, total: int):
-        self._p = None
-        if enabled:
-            from rich.progress import Progress
-
-            self._p = Progress(transient=True)
-            self._p.start()
-            self._task = self._p.add_task("packing", total=total)
-
-    def advance(self) -> None:
-        if self._p:
-            self._p.advance(self._task)
-
-    def close(self) -> None:
-        if self._p:
-            self._p.stop()

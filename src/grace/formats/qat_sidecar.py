@@ -168,6 +168,14 @@ class LazySidecar:
             raise FormatError(f"{self.path}: no tensor {key!r}")
         return self._dict[key] if self._dict is not None else self._st.get_tensor(key)
 
+    def shape(self, key: str) -> tuple[int, ...]:
+        """Shape of ``key`` without reading its data (safetensors header / memory map)."""
+        if key not in self._keys:
+            raise FormatError(f"{self.path}: no tensor {key!r}")
+        if self._dict is not None:
+            return tuple(self._dict[key].shape)
+        return tuple(self._st.get_slice(key).get_shape())
+
     def module_names(self) -> list[str]:
         names = []
         for k in self._keys:
