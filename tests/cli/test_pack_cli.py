@@ -139,3 +139,28 @@ def test_row_wide_groups_are_recorded(tmp_path):
     r = pack_checkpoint(tmp_path / "q", tmp_path / "p", progress=False)
     assert r.group_size_overrides == {"model.layers.0.mlp.down_proj": 200}
     assert PackedMetadata.load(tmp_path / "p").group_size_of("model.layers.0.mlp.down_proj") == 200
+
+
+def test_pack_matches_runtime_sidecar_names_to_legacy_llava_keys(tmp_path):
+    """transformers 5 saves Llava as language_model.model.*; a trainer's sidecar may use runtime names."""
+    import grace
+    from grace.formats.qat_sidecar import save_sidecar, save_spec
+    from grace.models.tiny import make_tiny
+    from grace.quant.api import sidecar_tensors
+
+    vlm = make_tiny("llava", "student", 0)
+    names = grace.quantize(vlm.model, grace.W4G128)
+    grace.bake(vlm.model)
+    side = sidecar_tensors(vlm.model)
+    assert names[0].startswith("model.language_model.")
+    grace.dequantize_modules(vlm.model)
+    src = tmp_path / "qat"
+    vlm.model.save_pretrained(src)
+    keys = CheckpointDir.open(src).index()
+    assert any(k.startswith("language_model.model.") for k in keys)  # the legacy layout on disk
+    save_sidecar(src, side)
+    save_spec(src, grace.W4G128.to_dict())
+    r = pack_checkpoint(src, tmp_path / "packed", progress=False)
+    assert r.max_code_error == 0 and r.n_modules == len(names)
+    meta = PackedMetadata.load(tmp_path / "packed")
+    assert all(m.startswith("language_model.model.") for m in meta.modules)

@@ -125,10 +125,11 @@ def pack_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = None
     if not modules:
         raise FormatError(f"{side.path}: the sidecar lists no quantized module")
     index = ckpt.index()
-    for name in modules:
-        if f"{name}.weight" not in index:
-            raise FormatError(f"{side.path}: module {name!r} is absent from the model weights ({name}.weight not found)")
-        shp = index[f"{name}.weight"].shape
+    # sidecar module name -> the same module's name in the weight files (they differ when a
+    # trainer wrote runtime names but transformers saved its legacy Llava key layout)
+    to_ckpt = {name: _weight_name(name, index, side.path) for name in modules}
+    for name, cname in to_ckpt.items():
+        shp = index[f"{cname}.weight"].shape
         sshape = tuple(side[f"{name}.weight"].shape)
         if shp != sshape:
             raise FormatError(f"{name}.weight: shape {shp} in the model but {sshape} in the sidecar")
@@ -142,20 +143,20 @@ def pack_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = None
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
     try:
         writer = ShardWriter(tmp, shard_bytes)
-        qset = set(modules)
+        from_ckpt = {c: n for n, c in to_ckpt.items()}
         group_sizes: dict[str, int] = {}
         max_err = 0
         bar = ProgressBar(progress, len(index))
         for key in sorted(index):
             name, _, leaf = key.rpartition(".")
-            if name in qset and leaf == "weight":
-                w = side[f"{name}.weight"]
-                packed, g, err = pack_module(w, side[f"{name}.log_scale"], bits, name, verify)
+            if name in from_ckpt and leaf == "weight":
+                sname = from_ckpt[name]
+                packed, g, err = pack_module(side[f"{sname}.weight"], side[f"{sname}.log_scale"], bits, name, verify)
                 max_err = max(max_err, err)
                 group_sizes[name] = g
                 for k, v in packed.items():
                     writer.add(f"{name}.{k}", v)
-            elif name in qset and leaf == "bias":
+            elif name in from_ckpt and leaf == "bias":
                 writer.add(key, ckpt.get(key).to(torch.float16))
             else:
                 t = ckpt.get(key)
@@ -164,16 +165,16 @@ def pack_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = None
                 writer.add(key, t)
             bar.advance()
         bar.close()
-        for name in modules:  # a biased module whose bias lives only in the sidecar
-            if f"{name}.bias" in side and f"{name}.bias" not in index:
-                writer.add(f"{name}.bias", side[f"{name}.bias"].to(torch.float16))
+        for name, cname in to_ckpt.items():  # a biased module whose bias lives only in the sidecar
+            if f"{name}.bias" in side and f"{cname}.bias" not in index:
+                writer.add(f"{cname}.bias", side[f"{name}.bias"].to(torch.float16))
         writer.finish()
         if max_err != 0:
             raise FormatError(f"{src}: verification failed: max int-code error {max_err} after pack -> unpack")
 
         common = Counter(group_sizes.values()).most_common(1)[0][0]
         overrides = {n: g for n, g in group_sizes.items() if g != common}
-        meta = PackedMetadata(bits, common, modules, overrides)
+        meta = PackedMetadata(bits, common, [to_ckpt[n] for n in modules], overrides)
         meta.save(tmp)
         _copy_side_files(src, tmp, ckpt.weight_files)
         cfg = dict(ckpt.config)
@@ -188,6 +189,20 @@ def pack_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = None
         raise
     return PackReport(src, dst, bits, common, len(modules), ckpt.total_bytes(),
                       CheckpointDir.open(dst).total_bytes(), max_err, time.perf_counter() - t0, overrides)
+
+
+# Known renamings between runtime module names and the keys transformers 5 writes for Llava.
+_NAME_VARIANTS = (("model.language_model.", "language_model.model."), ("language_model.model.", "model.language_model."))
+
+
+def _weight_name(name: str, index: dict, source) -> str:
+    """The module name under which ``name``'s weight is stored in the checkpoint's files."""
+    if f"{name}.weight" in index:
+        return name
+    for a, b in _NAME_VARIANTS:
+        if name.startswith(a) and f"{b}{name[len(a):]}.weight" in index:
+            return b + name[len(a):]
+    raise FormatError(f"{source}: module {name!r} is absent from the model weights ({name}.weight not found)")
 
 
 def _infer_bits(side, name: str) -> int:
