@@ -235,13 +235,13 @@ def micro_bench(w4_names: list[str], w8_names: list[str], rounds: int, with_dequ
             K.attach(mods[f"w8:{n}"], n)
         for batch in (1, 16):
             x = torch.randn(batch, in_f).to(torch.bfloat16)
-            fns = {"bf16": lambda x=x: F.linear(x, wd)}
+            fns = {"bf16": lambda x=x, wd=wd: F.linear(x, wd)}
             fns.update({k: (lambda m=m, x=x: m(x)) for k, m in mods.items()})
             ms = _time_round_robin(fns, rounds, 5)
             if with_dequant and batch == 1:
                 dq = _share(w4)
                 K.attach(dq, "dequant")
-                ms["w4:dequant"] = _time_round_robin({"d": lambda: dq(x)}, 2, 1)["d"]
+                ms["w4:dequant"] = _time_round_robin({"d": lambda dq=dq, x=x: dq(x)}, 2, 1)["d"]
             results.append({"out": out_f, "in": in_f, "batch": batch, "ms": ms,
                             "speedup_vs_bf16": {k: ms["bf16"] / v for k, v in ms.items()}})
             progress.advance(task)
