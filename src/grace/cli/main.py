@@ -22,6 +22,7 @@ app = typer.Typer(
 def _register() -> None:
     # Importing a module registers its commands on `app`.
     from grace.cli import formats_cmds  # noqa: F401  (pack, inspect)
+    from grace.cli import kernels_cmds  # noqa: F401  (kernels)
 
 
 _register()
