@@ -35,8 +35,9 @@ def test_backend_matches_exact(bits, name, dtype, bias):
             continue
         assert K.attach(m, name) == name
         gen = torch.Generator().manual_seed(100 + i)
-        # batch 1 (decode), 16 (the GEMV path's largest), 3-D (2, 5, in) and 40 (prefill path).
-        for shape in [(1, in_f), (16, in_f), (2, 5, in_f), (40, in_f)]:
+        # batch 1 (decode), 3 (W4 GEMV with several rows), 16 (W8 GEMV largest), 3-D (2, 5, in)
+        # and 40 (the native kernels switch to dequantise-and-GEMM above 4 (W4) and 16 (W8) rows).
+        for shape in [(1, in_f), (3, in_f), (16, in_f), (2, 5, in_f), (40, in_f)]:
             x = torch.randn(*shape, generator=gen).to(dtype)
             assert_close_to_exact(m, x, m(x), name)
         ran += 1

@@ -33,7 +33,11 @@
 
 namespace {
 
-constexpr int64_t kGemvMaxM = 16;  // above this, dequantise-and-GEMM wins (measured, see native.py)
+// Above these batch sizes, dequantising L2-sized chunks of the weight and calling ATen's GEMM beats
+// the GEMV-style loops (W4's loop re-reads its L1 partial sums once per activation row).
+constexpr int64_t kW8GemvMaxM = 16;
+constexpr int64_t kW4GemvMaxM = 4;
+constexpr int64_t kChunkRows = 256;
 
 // ------------------------------------------------------------------------------------------------
 // W8: q (N, K) int8 row-major, s (N, G) fp32, group size gs = K / G.
@@ -120,8 +124,23 @@ void w8_gemv(const float* x, int64_t M, int64_t K, const int8_t* q, const float*
 void w8_dequant_rows(const int8_t* q, const float* s, int64_t K, int64_t G, float* w, int64_t n0, int64_t n1) {
   const int64_t gs = K / G;
   at::parallel_for(n0, n1, 8, [&](int64_t a, int64_t b) {
-    for (int64_t n = a; n < b; ++n)
-      for (int64_t k = 0; k < K; ++k) w[(n - n0) * K + k] = s[n * G + k / gs] * (float)q[n * K + k];
+    for (int64_t n = a; n < b; ++n) {
+      float* out = w + (n - n0) * K;
+      const int8_t* qr = q + n * K;
+#if GRACE_AVX512
+      for (int64_t g = 0; g < G; ++g) {
+        const __m512 sv = _mm512_set1_ps(s[n * G + g]);
+        for (int64_t j = 0; j < gs; j += 16) {
+          const int64_t len = std::min<int64_t>(16, gs - j);
+          const __mmask16 mask = len == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << len) - 1);
+          const __m512 wv = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, qr + g * gs + j)));
+          _mm512_mask_storeu_ps(out + g * gs + j, mask, _mm512_mul_ps(wv, sv));
+        }
+      }
+#else
+      for (int64_t k = 0; k < K; ++k) out[k] = s[n * G + k / gs] * (float)qr[k];
+#endif
+    }
   });
 }
 
@@ -230,14 +249,29 @@ void w4_dequant_rows(const int32_t* qw, int64_t W, const float* sp, const float*
   at::parallel_for(i0, i1, 16, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) {
       const int64_t g = i / gs;
-      for (int64_t blk = 0; blk < nblk; ++blk)
+      float* out = wp + (i - i0) * Np;
+      for (int64_t blk = 0; blk < nblk; ++blk) {
+        const float* sg = sp + (g * nblk + blk) * 128;
+        const float* zg = zp + (g * nblk + blk) * 128;
+#if GRACE_AVX512
+        const int64_t c0 = blk * 16;
+        const __mmask16 mask = (W - c0 >= 16) ? (__mmask16)0xFFFF : (__mmask16)((1u << (W - c0)) - 1);
+        const __m512i v = _mm512_maskz_loadu_epi32(mask, qw + i * W + c0);
+        const __m512 codes_f = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        for (int t = 0; t < 8; ++t) {
+          const __m512 u = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4 * t), codes_f);
+          _mm512_storeu_ps(out + blk * 128 + 16 * t,
+                           _mm512_fmsub_ps(u, _mm512_loadu_ps(sg + 16 * t), _mm512_loadu_ps(zg + 16 * t)));
+        }
+#else
         for (int t = 0; t < 8; ++t)
           for (int l = 0; l < 16; ++l) {
             const int64_t c = blk * 16 + l;
-            const int64_t e = (g * nblk + blk) * 128 + 16 * t + l;
             const float u = c < W ? (float)((qw[i * W + c] >> (4 * t)) & 15) : 0.f;
-            wp[(i - i0) * Np + blk * 128 + 16 * t + l] = sp[e] * u - zp[e];
+            out[blk * 128 + 16 * t + l] = sg[16 * t + l] * u - zg[16 * t + l];
           }
+#endif
+      }
     }
   });
 }
@@ -266,10 +300,10 @@ at::Tensor w8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor&
   TORCH_CHECK(G > 0 && K % G == 0, "w8_linear: G must divide K");
   check_x(x, K, "w8_linear");
   const int64_t M = x.size(0);
-  if (M > kGemvMaxM) {
+  if (M > kW8GemvMaxM) {
     // Prefill: dequantise row chunks into x's dtype and let ATen's GEMM do the work.
     at::Tensor out = at::empty({M, N}, x.options());
-    const int64_t chunk = 1024;
+    const int64_t chunk = kChunkRows;
     at::Tensor buf = at::empty({std::min(chunk, N), K}, x.options().dtype(at::kFloat));
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
       const int64_t n1 = std::min(N, n0 + chunk);
@@ -301,9 +335,9 @@ at::Tensor w4_linear(const at::Tensor& x, const at::Tensor& qweight, const at::T
   TORCH_CHECK(inv_perm.scalar_type() == at::kLong && inv_perm.numel() == W * 8, "w4_linear: inv_perm must be int64 (N)");
   check_x(x, K, "w4_linear");
   const int64_t M = x.size(0), gs = K / G;
-  if (M > kGemvMaxM) {
+  if (M > kW4GemvMaxM) {
     at::Tensor outp = at::empty({M, Np}, x.options());
-    const int64_t chunk = std::max<int64_t>(gs, (1024 / gs) * gs);
+    const int64_t chunk = std::max<int64_t>(gs, (kChunkRows / gs) * gs);
     at::Tensor buf = at::empty({std::min(chunk, K), Np}, x.options().dtype(at::kFloat));
     bool first = true;
     for (int64_t i0 = 0; i0 < K; i0 += chunk) {
