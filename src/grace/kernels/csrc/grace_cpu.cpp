@@ -21,6 +21,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <vector>
 
@@ -37,7 +38,27 @@ namespace {
 // the GEMV-style loops (W4's loop re-reads its L1 partial sums once per activation row).
 constexpr int64_t kW8GemvMaxM = 16;
 constexpr int64_t kW4GemvMaxM = 4;
-constexpr int64_t kChunkRows = 256;
+constexpr int64_t kChunkRows = 1024;  // fewer, larger chunks: each one is a parallel region
+
+// Store 16 fp32 lanes as T (fp32, or bf16 rounded to nearest even like torch's .to(bfloat16)), so
+// the prefill path dequantises straight into the GEMM's dtype without an extra conversion pass.
+inline void store_row(float* dst, const float* src, int64_t n) { std::copy(src, src + n, dst); }
+inline void store_row(c10::BFloat16* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = c10::BFloat16(src[i]);
+}
+#if GRACE_AVX512
+inline void store16(float* dst, __m512 v) { _mm512_storeu_ps(dst, v); }
+inline void store16(c10::BFloat16* dst, __m512 v) {
+#if defined(__AVX512BF16__)
+  const __m256bh r = _mm512_cvtneps_pbh(v);
+  std::memcpy(dst, &r, 32);
+#else
+  alignas(64) float tmp[16];
+  _mm512_store_ps(tmp, v);
+  store_row(dst, tmp, 16);
+#endif
+}
+#endif
 
 // ------------------------------------------------------------------------------------------------
 // W8: q (N, K) int8 row-major, s (N, G) fp32, group size gs = K / G.
@@ -120,26 +141,30 @@ void w8_gemv(const float* x, int64_t M, int64_t K, const int8_t* q, const float*
   });
 }
 
-// Dense fp32 rows [n0, n1) of the W8 weight.
-void w8_dequant_rows(const int8_t* q, const float* s, int64_t K, int64_t G, float* w, int64_t n0, int64_t n1) {
+// Dense rows [n0, n1) of the W8 weight, as T.
+template <typename T>
+void w8_dequant_rows(const int8_t* q, const float* s, int64_t K, int64_t G, T* w, int64_t n0, int64_t n1) {
   const int64_t gs = K / G;
   at::parallel_for(n0, n1, 8, [&](int64_t a, int64_t b) {
+    alignas(64) float tmp[16];
     for (int64_t n = a; n < b; ++n) {
-      float* out = w + (n - n0) * K;
+      T* out = w + (n - n0) * K;
       const int8_t* qr = q + n * K;
-#if GRACE_AVX512
       for (int64_t g = 0; g < G; ++g) {
-        const __m512 sv = _mm512_set1_ps(s[n * G + g]);
+        const float sc = s[n * G + g];
         for (int64_t j = 0; j < gs; j += 16) {
           const int64_t len = std::min<int64_t>(16, gs - j);
-          const __mmask16 mask = len == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << len) - 1);
-          const __m512 wv = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, qr + g * gs + j)));
-          _mm512_mask_storeu_ps(out + g * gs + j, mask, _mm512_mul_ps(wv, sv));
+#if GRACE_AVX512
+          if (len == 16) {
+            const __m512 wv = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(qr + g * gs + j))));
+            store16(out + g * gs + j, _mm512_mul_ps(wv, _mm512_set1_ps(sc)));
+            continue;
+          }
+#endif
+          for (int64_t l = 0; l < len; ++l) tmp[l] = sc * (float)qr[g * gs + j + l];
+          store_row(out + g * gs + j, tmp, len);
         }
       }
-#else
-      for (int64_t k = 0; k < K; ++k) out[k] = s[n * G + k / gs] * (float)qr[k];
-#endif
     }
   });
 }
@@ -242,14 +267,16 @@ void w4_gemv(const float* x, const float* xsum, int64_t M, int64_t K, const int3
   });
 }
 
-// Dense fp32 rows [i0, i1) of the transposed, *permuted* W4 weight: wp[i][blk*128 + 16t + l].
+// Dense rows [i0, i1) of the transposed, *permuted* W4 weight as T: wp[i][blk*128 + 16t + l].
+template <typename T>
 void w4_dequant_rows(const int32_t* qw, int64_t W, const float* sp, const float* zp, int64_t G, int64_t gs,
-                     float* wp, int64_t Np, int64_t i0, int64_t i1) {
+                     T* wp, int64_t Np, int64_t i0, int64_t i1) {
   const int64_t nblk = Np / 128;
   at::parallel_for(i0, i1, 16, [&](int64_t a, int64_t b) {
+    alignas(64) float tmp[16];
     for (int64_t i = a; i < b; ++i) {
       const int64_t g = i / gs;
-      float* out = wp + (i - i0) * Np;
+      T* out = wp + (i - i0) * Np;
       for (int64_t blk = 0; blk < nblk; ++blk) {
         const float* sg = sp + (g * nblk + blk) * 128;
         const float* zg = zp + (g * nblk + blk) * 128;
@@ -260,20 +287,27 @@ void w4_dequant_rows(const int32_t* qw, int64_t W, const float* sp, const float*
         const __m512 codes_f = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         for (int t = 0; t < 8; ++t) {
           const __m512 u = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4 * t), codes_f);
-          _mm512_storeu_ps(out + blk * 128 + 16 * t,
-                           _mm512_fmsub_ps(u, _mm512_loadu_ps(sg + 16 * t), _mm512_loadu_ps(zg + 16 * t)));
+          store16(out + blk * 128 + 16 * t,
+                  _mm512_fmsub_ps(u, _mm512_loadu_ps(sg + 16 * t), _mm512_loadu_ps(zg + 16 * t)));
         }
 #else
-        for (int t = 0; t < 8; ++t)
+        for (int t = 0; t < 8; ++t) {
           for (int l = 0; l < 16; ++l) {
             const int64_t c = blk * 16 + l;
             const float u = c < W ? (float)((qw[i * W + c] >> (4 * t)) & 15) : 0.f;
-            out[blk * 128 + 16 * t + l] = sg[16 * t + l] * u - zg[16 * t + l];
+            tmp[l] = sg[16 * t + l] * u - zg[16 * t + l];
           }
+          store_row(out + blk * 128 + 16 * t, tmp, 16);
+        }
 #endif
       }
     }
   });
+}
+
+// The dtype the prefill GEMM runs in: x's own for bf16 / fp32; fp32 (then converted) otherwise.
+at::ScalarType gemm_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -301,18 +335,21 @@ at::Tensor w8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor&
   check_x(x, K, "w8_linear");
   const int64_t M = x.size(0);
   if (M > kW8GemvMaxM) {
-    // Prefill: dequantise row chunks into x's dtype and let ATen's GEMM do the work.
-    at::Tensor out = at::empty({M, N}, x.options());
-    const int64_t chunk = kChunkRows;
-    at::Tensor buf = at::empty({std::min(chunk, N), K}, x.options().dtype(at::kFloat));
-    for (int64_t n0 = 0; n0 < N; n0 += chunk) {
-      const int64_t n1 = std::min(N, n0 + chunk);
+    // Prefill: dequantise row chunks straight into the GEMM dtype; ATen's GEMM does the work.
+    const at::ScalarType dt = gemm_dtype(x);
+    at::Tensor xg = x.to(dt);
+    at::Tensor out = at::empty({M, N}, x.options().dtype(dt));
+    at::Tensor buf = at::empty({std::min(kChunkRows, N), K}, x.options().dtype(dt));
+    for (int64_t n0 = 0; n0 < N; n0 += kChunkRows) {
+      const int64_t n1 = std::min(N, n0 + kChunkRows);
       at::Tensor wb = buf.narrow(0, 0, n1 - n0);
-      w8_dequant_rows(q.data_ptr<int8_t>(), s.data_ptr<float>(), K, G, wb.data_ptr<float>(), n0, n1);
-      out.narrow(1, n0, n1 - n0).copy_(at::matmul(x, wb.to(x.scalar_type()).t()));
+      if (dt == at::kBFloat16)
+        w8_dequant_rows(q.data_ptr<int8_t>(), s.data_ptr<float>(), K, G, wb.data_ptr<c10::BFloat16>(), n0, n1);
+      else
+        w8_dequant_rows(q.data_ptr<int8_t>(), s.data_ptr<float>(), K, G, wb.data_ptr<float>(), n0, n1);
+      out.narrow(1, n0, n1 - n0).copy_(at::mm(xg, wb.t()));
     }
-    if (bias.has_value() && bias->defined()) out.add_(bias->to(x.scalar_type()));
-    return out;
+    return finish(out, x, bias);
   }
   at::Tensor xf = x.to(at::kFloat).contiguous();
   at::Tensor y = at::empty({M, N}, x.options().dtype(at::kFloat));
@@ -336,22 +373,26 @@ at::Tensor w4_linear(const at::Tensor& x, const at::Tensor& qweight, const at::T
   check_x(x, K, "w4_linear");
   const int64_t M = x.size(0), gs = K / G;
   if (M > kW4GemvMaxM) {
-    at::Tensor outp = at::empty({M, Np}, x.options());
+    // Prefill: dequantise chunks of input rows (whole groups) straight into the GEMM dtype, in
+    // the permuted output order, accumulate x[:, chunk] @ w_chunk, then un-permute the columns.
+    const at::ScalarType dt = gemm_dtype(x);
+    at::Tensor xg = x.to(dt);
+    at::Tensor outp = at::empty({M, Np}, x.options().dtype(dt));
     const int64_t chunk = std::max<int64_t>(gs, (kChunkRows / gs) * gs);
-    at::Tensor buf = at::empty({std::min(chunk, K), Np}, x.options().dtype(at::kFloat));
-    bool first = true;
+    at::Tensor buf = at::empty({std::min(chunk, K), Np}, x.options().dtype(dt));
     for (int64_t i0 = 0; i0 < K; i0 += chunk) {
       const int64_t i1 = std::min(K, i0 + chunk);
       at::Tensor wb = buf.narrow(0, 0, i1 - i0);
-      w4_dequant_rows(qweight.data_ptr<int32_t>(), W, sp.data_ptr<float>(), zp.data_ptr<float>(), G, gs,
-                      wb.data_ptr<float>(), Np, i0, i1);
-      at::Tensor part = at::matmul(x.narrow(1, i0, i1 - i0), wb.to(x.scalar_type()));
-      if (first) outp.copy_(part); else outp.add_(part);
-      first = false;
+      if (dt == at::kBFloat16)
+        w4_dequant_rows(qweight.data_ptr<int32_t>(), W, sp.data_ptr<float>(), zp.data_ptr<float>(), G, gs,
+                        wb.data_ptr<c10::BFloat16>(), Np, i0, i1);
+      else
+        w4_dequant_rows(qweight.data_ptr<int32_t>(), W, sp.data_ptr<float>(), zp.data_ptr<float>(), G, gs,
+                        wb.data_ptr<float>(), Np, i0, i1);
+      at::Tensor xc = xg.narrow(1, i0, i1 - i0);
+      if (i0 == 0) at::mm_out(outp, xc, wb); else outp.addmm_(xc, wb);
     }
-    at::Tensor out = outp.index_select(1, inv_perm);
-    if (bias.has_value() && bias->defined()) out.add_(bias->to(x.scalar_type()));
-    return out;
+    return finish(outp.index_select(1, inv_perm), x, bias);
   }
   at::Tensor xf = x.to(at::kFloat).contiguous();
   at::Tensor xsum = xf.view({M, G, gs}).sum(-1).contiguous();
