@@ -21,12 +21,16 @@ variants are the same network apart from the linears:
 Packed layers are built on the ``meta`` device and filled with random packed buffers directly;
 the dense variant dequantises one linear at a time (never all layers in fp32 at once).
 
-What it measures: per decode step, the decoder stack (``model.model``: embedding lookup, every
-layer with its KV cache) and the lm_head + argmax separately. It prints, per variant, end-to-end
-tokens/s (stack + head) and a layers-only tokens/s (stack only: the lm_head, identical and bf16
-in every variant, is excluded), each as a ratio to bf16. Variants run round-robin ``--repeats``
-times and medians are reported, because the machine is shared. A per-linear micro-benchmark at
-the 7B shapes (batch 1 and 16) follows. Everything printed also goes to ``--out`` as JSON.
+What it measures: every variant is prefilled, then all variants decode in lockstep, one token
+each in a rotating order, so the shared machine's load falls on all of them alike. Each step
+times the decoder stack (``model.model``: embedding lookup, every layer with its KV cache) and
+the lm_head + argmax separately. Printed per variant: end-to-end tokens/s (stack + head) and
+layers-only tokens/s (stack only; the lm_head, identical and bf16 in every variant, excluded),
+each as 1 / median step time and as a ratio to bf16 (means are in the JSON), plus the relative
+difference of the prefill logits and the count of identical greedy tokens against the variant
+with the same weights (random networks have near-ties, so a late divergence is not an error).
+A per-linear micro-benchmark at the 7B shapes (batch 1 and 16; medians of interleaved rounds)
+follows. Everything printed also goes to ``--out`` as JSON.
 """
 
 from __future__ import annotations
@@ -132,8 +136,12 @@ def shared_parts(cfg, seed: int = 1234) -> dict[str, nn.Module]:
             "rotary": LlamaRotaryEmbedding(cfg)}
 
 
-def build_model(cfg, shared: dict, kind: str, progress: Progress | None = None):
-    """``kind`` in {"bf16", "w4", "w8"}; linears seeded by (layer, linear) so W4 and bf16 agree."""
+def build_model(cfg, shared: dict, kind: str, progress: Progress | None = None, like=None):
+    """``kind`` in {"bf16", "w4", "w8"}; linears seeded by (layer, linear) so W4 and bf16 agree.
+
+    ``like``: an already built model of the same kind whose packed buffers are reused (not
+    copied), so each backend gets its own modules (and cache) over one set of weights.
+    """
     from transformers import LlamaForCausalLM
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
@@ -148,7 +156,9 @@ def build_model(cfg, shared: dict, kind: str, progress: Progress | None = None):
             parent = layer.get_submodule(parent_name)
             old = getattr(parent, leaf)
             seed = 1000 * li + j + (500_000 if kind == "w8" else 0)
-            if kind == "bf16":
+            if like is not None:
+                new = _share(like.model.layers[li].get_submodule(name))
+            elif kind == "bf16":
                 new = dense_from_w4(old.out_features, old.in_features, seed)
             else:
                 new = packed_linear(4 if kind == "w4" else 8, old.out_features, old.in_features, seed)
@@ -165,30 +175,45 @@ def build_model(cfg, shared: dict, kind: str, progress: Progress | None = None):
 # ------------------------------------------------------------------------------------------------
 # Decode
 # ------------------------------------------------------------------------------------------------
-@torch.inference_mode()
-def greedy_decode(model, prompt: torch.Tensor, new_tokens: int) -> dict:
-    """Prefill the prompt, then ``new_tokens`` batch-1 greedy steps with a KV cache, timed."""
-    from transformers import DynamicCache
+class Decoder:
+    """One variant's batch-1 greedy decode with a KV cache, advanced one timed step at a time."""
 
-    cache = DynamicCache(config=model.config)
-    t0 = time.perf_counter()
-    h = model.model(input_ids=prompt, past_key_values=cache, use_cache=True).last_hidden_state
-    tok = model.lm_head(h[:, -1:, :])[:, -1].argmax(-1, keepdim=True)
-    prefill = time.perf_counter() - t0
-    tokens, stack_t, head_t = [int(tok)], [], []
-    for _ in range(new_tokens):
+    def __init__(self, model, prompt: torch.Tensor):
+        from transformers import DynamicCache
+
+        self.model, self.cache = model, DynamicCache(config=model.config)
+        t0 = time.perf_counter()
+        h = model.model(input_ids=prompt, past_key_values=self.cache, use_cache=True).last_hidden_state
+        self.logits0 = model.lm_head(h[:, -1:, :])[:, -1].float()
+        self.tok = self.logits0.argmax(-1, keepdim=True)
+        self.prefill_s = time.perf_counter() - t0
+        self.tokens, self.stack_s, self.head_s = [int(self.tok)], [], []
+
+    def step(self) -> None:
         a = time.perf_counter()
-        h = model.model(input_ids=tok, past_key_values=cache, use_cache=True).last_hidden_state
+        h = self.model.model(input_ids=self.tok, past_key_values=self.cache, use_cache=True).last_hidden_state
         b = time.perf_counter()
-        tok = model.lm_head(h[:, -1:, :])[:, -1].argmax(-1, keepdim=True)
+        self.tok = self.model.lm_head(h[:, -1:, :])[:, -1].argmax(-1, keepdim=True)
         c = time.perf_counter()
-        stack_t.append(b - a)
-        head_t.append(c - b)
-        tokens.append(int(tok))
-    n = len(stack_t)
-    return {"prefill_s": prefill, "tokens": tokens, "n": n,
-            "e2e_tok_s": n / (sum(stack_t) + sum(head_t)), "layers_tok_s": n / sum(stack_t),
-            "head_ms": 1e3 * sum(head_t) / n}
+        self.stack_s.append(b - a)
+        self.head_s.append(c - b)
+        self.tokens.append(int(self.tok))
+
+
+@torch.inference_mode()
+def decode_lockstep(models: dict, prompt: torch.Tensor, new_tokens: int) -> dict[str, Decoder]:
+    """Prefill every variant, then advance them in turn, one token each, rotating the order.
+
+    Interleaving at token granularity gives every variant the same share of the shared
+    machine's load, so ratios stay meaningful even when absolute times drift.
+    """
+    decs = {label: Decoder(m, prompt) for label, m in models.items()}
+    labels = list(decs)
+    for i in range(new_tokens):
+        k = i % len(labels)
+        for label in labels[k:] + labels[:k]:
+            decs[label].step()
+    return decs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,7 +283,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--dequant-tokens", type=int, default=2, help="decode steps for the dequantise-every-call path")
-    ap.add_argument("--repeats", type=int, default=3, help="round-robin repeats of each decode (median reported)")
+    ap.add_argument("--repeats", type=int, default=1, help="lockstep decode runs whose steps are pooled")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--micro-rounds", type=int, default=7)
     ap.add_argument("--skip-micro", action="store_true")
@@ -274,7 +299,7 @@ def main(argv=None) -> dict:
     print(head)
     print(f"model: LLaMA-7B layer shapes (hidden 4096, inter 11008, 32 heads), {args.layers} layers, vocab "
           f"{args.vocab}, lm_head bf16; prompt {args.prompt} tokens, greedy decode {args.new_tokens} tokens, "
-          f"batch 1, KV cache; repeats {args.repeats} (medians)")
+          f"batch 1, KV cache; variants decoded in lockstep, {args.repeats} run(s)")
     print(f"W4 backends: {w4_names}; W8 backends: {w8_names}")
 
     cfg = llama_config(args.layers, args.vocab)
@@ -283,51 +308,59 @@ def main(argv=None) -> dict:
     prompt = torch.randint(0, args.vocab, (1, args.prompt), generator=_gen(5))
     with Progress(transient=True) as progress:
         shared = shared_parts(cfg)
-        models = {"bf16": build_model(cfg, shared, "bf16", progress),
-                  "w4": build_model(cfg, shared, "w4", progress),
-                  "w8": build_model(cfg, shared, "w8", progress)}
-        variants = [("bf16", "bf16", None)] + [(f"w4:{n}", "w4", n) for n in w4_names] + \
-                   [(f"w8:{n}", "w8", n) for n in w8_names]
-        runs: dict[str, list[dict]] = {v[0]: [] for v in variants}
-        task = progress.add_task("decode", total=args.repeats * len(variants))
+        models = {"bf16": build_model(cfg, shared, "bf16", progress)}
+        for kind, names in (("w4", w4_names), ("w8", w8_names)):
+            first = None
+            for n in names:
+                models[f"{kind}:{n}"] = build_model(cfg, shared, kind, progress, like=first)
+                first = first or models[f"{kind}:{n}"]
+                K.attach(models[f"{kind}:{n}"], n)
+        runs: dict[str, list[Decoder]] = {k: [] for k in models}
+        task = progress.add_task("decode (variants in lockstep)", total=args.repeats)
         for _ in range(args.repeats):
-            for label, kind, backend in variants:
-                if backend:
-                    K.attach(models[kind], backend)
-                runs[label].append(greedy_decode(models[kind], prompt, args.new_tokens))
-                if backend:
-                    K.attach(models[kind], "reference")  # free the cached layout (memory)
-                progress.advance(task)
+            for label, d in decode_lockstep(models, prompt, args.new_tokens).items():
+                runs[label].append(d)
+            progress.advance(task)
         if not args.skip_dequant:
-            K.attach(models["w4"], "dequant")
-            runs["w4:dequant"] = [greedy_decode(models["w4"], prompt, args.dequant_tokens)]
+            dq = build_model(cfg, shared, "w4", progress, like=models[f"w4:{w4_names[0]}"])
+            K.attach(dq, "dequant")
+            runs["w4:dequant"] = [decode_lockstep({"d": dq}, prompt, args.dequant_tokens)["d"]]
+        for m in models.values():
+            K.attach(m, "reference")  # drop cached layouts before the micro-benchmark
         micro = [] if args.skip_micro else micro_bench(w4_names, w8_names, args.micro_rounds,
                                                        not args.skip_dequant, progress)
 
-    def med(label, key):
-        return statistics.median(r[key] for r in runs[label])
+    def pooled(label, attr):
+        return [t for d in runs[label] for t in getattr(d, attr)]
 
-    base_e2e, base_layers = med("bf16", "e2e_tok_s"), med("bf16", "layers_tok_s")
-    ref_tokens = {"bf16": runs["bf16"][0]["tokens"], "w8": runs.get(f"w8:{w8_names[0]}", [{}])[0].get("tokens")}
+    def stats(label):
+        stack, head = pooled(label, "stack_s"), pooled(label, "head_s")
+        total = [a + b for a, b in zip(stack, head, strict=True)]
+        return {"e2e_tok_s": 1 / statistics.median(total), "layers_tok_s": 1 / statistics.median(stack),
+                "e2e_tok_s_mean": len(total) / sum(total), "layers_tok_s_mean": len(stack) / sum(stack),
+                "head_ms": 1e3 * statistics.median(head), "prefill_s": statistics.median(d.prefill_s for d in runs[label]),
+                "decode_tokens": len(runs[label][0].stack_s), "samples": len(stack)}
+
+    base = stats("bf16")
     print()
+    print("tokens/s = 1 / median step time over all interleaved steps (mean-based figures in the JSON);")
+    print("layers = decoder stack only (embedding, attention with KV cache, MLP, norms), lm_head + argmax excluded")
     print(f"{'variant':22s} {'e2e tok/s':>10s} {'x bf16':>7s} {'layers tok/s':>13s} {'x bf16':>7s} "
-          f"{'head ms':>8s} {'prefill s':>9s}  same tokens as")
+          f"{'head ms':>8s} {'prefill s':>9s}  prefill-logit rel.diff / same greedy tokens vs")
     out["decode"] = {}
-    for label, rs in runs.items():
-        e2e, lay = med(label, "e2e_tok_s"), med(label, "layers_tok_s")
-        ref = ref_tokens["w8"] if label.startswith("w8") else ref_tokens["bf16"]
-        ref_name = f"w8:{w8_names[0]}" if label.startswith("w8") else "bf16"
-        toks = rs[0]["tokens"]
-        same = sum(a == b for a, b in zip(toks, ref, strict=False)) if ref else 0
-        note = f" ({rs[0]['n']} tokens, measured)" if label == "w4:dequant" else ""
-        print(f"{label:22s} {e2e:10.2f} {e2e / base_e2e:7.2f} {lay:13.2f} {lay / base_layers:7.2f} "
-              f"{med(label, 'head_ms'):8.1f} {med(label, 'prefill_s'):9.2f}  {ref_name} {same}/{len(toks)}{note}")
-        out["decode"][label] = {"e2e_tok_s": e2e, "e2e_x_bf16": e2e / base_e2e, "layers_tok_s": lay,
-                                "layers_x_bf16": lay / base_layers, "head_ms": med(label, "head_ms"),
-                                "prefill_s": med(label, "prefill_s"), "decode_tokens": rs[0]["n"],
-                                "same_tokens_as": ref_name, "same_tokens": same,
-                                "all_e2e_tok_s": [r["e2e_tok_s"] for r in rs],
-                                "all_layers_tok_s": [r["layers_tok_s"] for r in rs]}
+    for label in runs:
+        st = stats(label)
+        ref = f"w8:{w8_names[0]}" if label.startswith("w8") else "bf16"
+        d, r = runs[label][0], runs[ref][0]
+        rel = float((d.logits0 - r.logits0).norm() / r.logits0.norm())
+        same = sum(a == b for a, b in zip(d.tokens, r.tokens, strict=False))
+        note = f" ({st['decode_tokens']} decode tokens, measured)" if label == "w4:dequant" else ""
+        st.update(e2e_x_bf16=st["e2e_tok_s"] / base["e2e_tok_s"], layers_x_bf16=st["layers_tok_s"] / base["layers_tok_s"],
+                  compared_with=ref, prefill_logits_rel_diff=rel, same_tokens=same, tokens=d.tokens)
+        print(f"{label:22s} {st['e2e_tok_s']:10.2f} {st['e2e_x_bf16']:7.2f} {st['layers_tok_s']:13.2f} "
+              f"{st['layers_x_bf16']:7.2f} {st['head_ms']:8.1f} {st['prefill_s']:9.2f}  "
+              f"{rel:.1e} / {same}/{len(d.tokens)} {ref}{note}")
+        out["decode"][label] = st
     if micro:
         print("\nper-linear matmul, median ms (speed-up vs bf16 F.linear), bf16 activations")
         for r in micro:
