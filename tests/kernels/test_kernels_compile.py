@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_packed, require
 from torch import nn
 
 import grace.kernels as K
+from conftest import make_packed, require
 
 
 class Block(nn.Module):

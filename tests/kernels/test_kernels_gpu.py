@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_close_to_exact, make_packed, require
 from torch import nn
 
 import grace.kernels as K
+from conftest import assert_close_to_exact, make_packed, require
 
 pytestmark = pytest.mark.gpu
 

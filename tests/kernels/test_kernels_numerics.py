@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_close_to_exact, make_packed, require
 
 import grace.kernels as K
+from conftest import assert_close_to_exact, make_packed, require
 
 CPU_BACKENDS = {4: ["reference", "dequant", "int4-cpu", "int4-avx512"],
                 8: ["reference", "dequant", "int8-cpu", "int8-avx512"]}

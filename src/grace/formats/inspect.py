@@ -52,11 +52,10 @@ def inspect_checkpoint(path: str | Path) -> dict:
 
 
 def _kernel_for(bits: int) -> str:
+    """The backend grace.load would pick for this bit width on this machine's CPU (informational)."""
     try:
-        from grace.kernels import default_backend_name  # provided by grace.kernels
+        from grace.kernels import available_backends
     except ImportError:
         return "reference (dequantise)"
-    try:
-        return default_backend_name(bits, "cpu")
-    except Exception:  # noqa: BLE001 - informational only
-        return "unknown"
+    names = available_backends(bits, "cpu")
+    return names[0] if names else "reference"
