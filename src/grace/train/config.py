@@ -115,6 +115,7 @@ class TrainConfig:
     progress: bool = True
     save_final: bool = True
     save_layout: str = "hf"  # passed to the checkpoint writer
+    pack: bool = False  # after saving a W4/W8 QAT student, also write <model>-packed (grace pack)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -164,6 +165,9 @@ class TrainConfig:
                 self.quant_spec()
             except GraceError as e:
                 raise ConfigError(f"bits / group_size / scale_dtype: {e}") from None
+        if self.pack and not (self.quantized and self.bits in (4, 8) and self.save_final):
+            raise ConfigError(f"pack: needs a quantized mode (qat/grace) with bits 4 or 8 and save_final; "
+                              f"got mode={self.mode}, bits={self.bits}")
 
     # -- (de)serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -438,10 +438,26 @@ def _train(cfg, student, teacher, dataset, collate_fn, tokenizer, processor, sav
         model_dir = out / MODEL_DIR
         if acc.is_main_process:
             save_fn(unwrapped, tokenizer, processor, model_dir, layout=cfg.save_layout, family=_family(unwrapped))
+            if cfg.pack:
+                packed_dir = _pack_final(model_dir, cfg)
+                acc.print(f"packed W{cfg.bits}G{cfg.group_size} checkpoint: {packed_dir}")
         acc.wait_for_everyone()
     return TrainResult(output_dir=out, model_dir=model_dir, steps=total,
                        beta=controller.beta if controller is not None else None, last=record,
                        skipped=all_skipped.counts(), log_path=log_path, model=unwrapped)
+
+
+def _pack_final(model_dir: Path, cfg: TrainConfig) -> Path:
+    """``grace pack`` the final QAT checkpoint into ``<model_dir>-packed`` (verified bit-exactly)."""
+    from grace.formats.pack_dir import pack_checkpoint
+
+    dst = model_dir.parent / f"{model_dir.name}-packed"
+    if dst.exists():  # a rerun of a finished run: replace the stale packed copy
+        import shutil
+
+        shutil.rmtree(dst)
+    pack_checkpoint(model_dir, dst, bits=cfg.bits, progress=cfg.progress)
+    return dst
 
 
 def _save_checkpoint(acc, out, step, cfg, scheduler, controller, skipped, global_batch, n, total, spe):
