@@ -24,6 +24,7 @@ def _register() -> None:
     import grace.cli.eval_cmds  # noqa: F401  (eval score, eval run, eval list)
     import grace.cli.formats_cmds  # noqa: F401  (pack, inspect)
     import grace.cli.loader_cmds  # noqa: F401  (init-tiny, generate, chat)
+    import grace.cli.quickstart_cmds  # noqa: F401  (quickstart)
     import grace.cli.train_cmds  # noqa: F401  (train, plot)
 
 
