@@ -20,8 +20,11 @@ def quickstart_cmd(
     seed: int = typer.Option(0, "--seed", help="World seed and first model seed."),
     seeds: int = typer.Option(1, "--seeds", help="Model seeds to average over (seed, seed+1, ...)."),
     fast: bool = typer.Option(False, "--fast", help="Smaller world and fewer steps (~3 min)."),
+    workers: int = typer.Option(1, "--workers", help="Train this many seeds at once (one process each)."),
+    preset: str = typer.Option("", "--preset", hidden=True, help="default | fast | test (overrides --fast)."),
 ) -> None:
     """Train a teacher and a student on a synthetic VQA world, quantize (RTN / QAT / GRACE), pack, evaluate."""
-    from grace.quickstart import run
+    from grace.quickstart import QuickConfig, run
 
-    run(out, seed=seed, seeds=seeds, fast=fast)
+    config = QuickConfig.preset(preset) if preset else None
+    run(out, seed=seed, seeds=seeds, fast=fast, workers=workers, config=config)

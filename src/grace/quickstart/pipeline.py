@@ -216,8 +216,11 @@ def _decode_tps(vlm, image, query: str, n_tokens: int) -> float:
 
 
 def run(out_dir: str | Path = "runs/quickstart", *, seed: int = 0, seeds: int = 1, fast: bool = False,
-        config: QuickConfig | None = None, quiet: bool = False) -> dict:
-    """Run (or resume) the whole quickstart; returns the results dict also written to results.json."""
+        config: QuickConfig | None = None, quiet: bool = False, workers: int = 1) -> dict:
+    """Run (or resume) the whole quickstart; returns the results dict also written to results.json.
+
+    ``workers > 1`` trains the seeds in that many processes at once (each with ``cfg.threads``).
+    """
     from grace.data.synthetic import WorldConfig, generate_world, world_answer_prior
     from grace.quickstart.report import write_report
     from grace.quickstart.tokenizer import load_tokenizer, train_tokenizer
@@ -247,20 +250,42 @@ def run(out_dir: str | Path = "runs/quickstart", *, seed: int = 0, seeds: int = 
         tok = load_tokenizer(out / "tokenizer")
         prior = world_answer_prior(world_dir)
 
-        per_seed = []
-        for k in range(seeds):
-            per_seed.append(_run_seed(out, cfg, seed + k, world_dir, wkey, tkey, tok, log, ledger))
+        todo = [seed + k for k in range(seeds)]
+        n_workers = max(1, min(workers or 1, seeds))
+        if n_workers == 1:
+            per_seed = [_run_seed(out, cfg, s, world_dir, wkey, tkey, tok, log, ledger) for s in todo]
+        else:
+            # Seeds are independent stage trees: run them in worker processes (one torch thread each).
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn")) as pool:
+                futs = [pool.submit(_seed_worker, out, cfg, s, world_dir, wkey, tkey, quiet) for s in todo]
+                per_seed = []
+                for f in futs:
+                    ps, led = f.result()
+                    per_seed.append(ps)
+                    ledger.extend(led)
         results = {
             "config": cfg.to_dict(), "world": wcfg.to_dict(), "seed": seed, "seeds": [seed + k for k in range(seeds)],
             "answer_prior": prior, "per_seed": per_seed, "stages": ledger,
             "wall_seconds": round(time.perf_counter() - t_start, 1),
-            "machine": {"torch_threads": cfg.threads, "cpu_count": os.cpu_count()},
+            "machine": {"torch_threads": cfg.threads, "cpu_count": os.cpu_count(), "workers": n_workers},
         }
         results["rows"] = _aggregate(per_seed, cfg)
         write_report(results, out, log)
         return results
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def _seed_worker(out: Path, cfg: QuickConfig, s: int, world_dir: Path, wkey: str, tkey: str, quiet: bool):
+    from grace.quickstart.tokenizer import load_tokenizer
+
+    torch.set_num_threads(cfg.threads)
+    ledger: list = []
+    ps = _run_seed(out, cfg, s, world_dir, wkey, tkey, load_tokenizer(out / "tokenizer"), _Log(quiet), ledger)
+    return ps, ledger
 
 
 def _run_seed(out: Path, cfg: QuickConfig, s: int, world_dir: Path, wkey: str, tkey: str, tok, log: _Log,
