@@ -26,6 +26,7 @@ def _register() -> None:
     import grace.cli.formats_cmds  # noqa: F401  (pack, inspect)
     import grace.cli.kernels_cmds  # noqa: F401  (kernels)
     import grace.cli.loader_cmds  # noqa: F401  (init-tiny, generate, chat)
+    import grace.cli.quickstart_cmds  # noqa: F401  (quickstart)
     import grace.cli.train_cmds  # noqa: F401  (train, plot)
 
 
