@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <cstdlib>
 #include <cstdint>
 #include <vector>
 
@@ -184,15 +185,15 @@ void w8_dequant_rows(const int8_t* q, const float* s, int64_t K, int64_t G, T* w
 // a register tile narrow enough to fit would walk the weight with a 2 KB+ stride, which we
 // measured to be several times slower (TLB and prefetcher misses).
 void w4_blocks(const float* x, const float* xsum, int64_t M, int64_t K, const int32_t* qw, int64_t W,
-               const float* sp, const float* zp, int64_t G, int64_t gs, int64_t nblk, int64_t b0, int64_t b1,
-               float* yp, int64_t Np) {
+               const float* sp, const float* zp, int64_t G, int64_t gs, int64_t nblk, int64_t g0, int64_t g1,
+               int64_t b0, int64_t b1, float* yp, int64_t Np) {
   const int64_t nb = b1 - b0;
-  std::vector<float> pbuf((size_t)(M * nb * 128));
-  float* p = pbuf.data();
+  // 64-byte aligned (ATen's CPU allocator) so no 512-bit load/store straddles two cache lines.
+  at::Tensor pbuf = at::empty({M * nb * 128}, at::TensorOptions().dtype(at::kFloat));
+  float* p = pbuf.data_ptr<float>();
   const __m512 codes_f = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (int64_t m = 0; m < M; ++m) std::fill(yp + m * Np + b0 * 128, yp + m * Np + b1 * 128, 0.f);
-  for (int64_t g = 0; g < G; ++g) {
-    std::fill(pbuf.begin(), pbuf.end(), 0.f);
+  for (int64_t g = g0; g < g1; ++g) {
+    std::fill(p, p + M * nb * 128, 0.f);
     for (int64_t i = g * gs; i < (g + 1) * gs; ++i) {
       const int32_t* row = qw + i * W;
       for (int64_t b = 0; b < nb; ++b) {
@@ -258,13 +259,31 @@ void w4_gemv(const float* x, const float* xsum, int64_t M, int64_t K, const int3
   const int64_t gs = K / G;
   const int64_t nblk = (W + 15) / 16;
   const int64_t Np = nblk * 128;
-  at::parallel_for(0, nblk, 4, [&](int64_t b0, int64_t b1) {
+  std::fill(yp, yp + M * Np, 0.f);
 #if GRACE_AVX512
-    w4_blocks(x, xsum, M, K, qw, W, sp, zp, G, gs, nblk, b0, b1, yp, Np);
-#else
-    for (int64_t blk = b0; blk < b1; ++blk) w4_block_scalar(x, xsum, K, qw, W, sp, zp, G, gs, nblk, blk, yp, Np, M);
-#endif
+  if (getenv("W4SPLITK")) {
+  // Threads split the *input rows* (whole groups), so each reads one contiguous slab of qweight
+  // front to back, and writes its own partial outputs; the partials are summed at the end.
+  const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), G));
+  at::Tensor part_t = at::zeros({nt * M * Np}, at::TensorOptions().dtype(at::kFloat));
+  float* part = part_t.data_ptr<float>();
+  at::parallel_for(0, nt, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      w4_blocks(x, xsum, M, K, qw, W, sp, zp, G, gs, nblk, G * t / nt, G * (t + 1) / nt, 0, nblk,
+                part + t * M * Np, Np);
   });
+  for (int64_t t = 0; t < nt; ++t)
+    for (int64_t j = 0; j < M * Np; ++j) yp[j] += part[t * M * Np + j];
+  return;
+  }
+  at::parallel_for(0, nblk, 4, [&](int64_t b0, int64_t b1) {
+    w4_blocks(x, xsum, M, K, qw, W, sp, zp, G, gs, nblk, 0, G, b0, b1, yp, Np);
+  });
+#else
+  at::parallel_for(0, nblk, 4, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) w4_block_scalar(x, xsum, K, qw, W, sp, zp, G, gs, nblk, blk, yp, Np, M);
+  });
+#endif
 }
 
 // Dense rows [i0, i1) of the transposed, *permuted* W4 weight as T: wp[i][blk*128 + 16t + l].
