@@ -22,7 +22,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <cstdlib>
 #include <cstdint>
 #include <vector>
 
@@ -179,11 +178,11 @@ void w8_dequant_rows(const int8_t* q, const float* s, int64_t K, int64_t G, T* w
 // output order. Lanes past N/8 read zero (masked loads) and are never copied out.
 // ------------------------------------------------------------------------------------------------
 #if GRACE_AVX512
-// Blocks [b0, b1) for all M activation rows. The weight rows are read in address order (row i,
-// then row i+1), so the hardware prefetchers see one forward stream; the per-group partial sums
-// p live in a small L1-resident buffer (M x blocks x 128 floats) instead of registers, because
-// a register tile narrow enough to fit would walk the weight with a 2 KB+ stride, which we
-// measured to be several times slower (TLB and prefetcher misses).
+// Groups [g0, g1) x blocks [b0, b1), all M activation rows, accumulated into yp. The weight rows
+// are read in address order (row i, then row i+1), so the hardware prefetchers see one forward
+// stream; the per-group partial sums p live in a small L1-resident buffer (M x blocks x 128
+// floats) instead of registers, because a register tile narrow enough to fit would walk the
+// weight with a 2 KB+ stride, which measured slower (TLB and prefetcher misses).
 void w4_blocks(const float* x, const float* xsum, int64_t M, int64_t K, const int32_t* qw, int64_t W,
                const float* sp, const float* zp, int64_t G, int64_t gs, int64_t nblk, int64_t g0, int64_t g1,
                int64_t b0, int64_t b1, float* yp, int64_t Np) {
@@ -261,24 +260,24 @@ void w4_gemv(const float* x, const float* xsum, int64_t M, int64_t K, const int3
   const int64_t Np = nblk * 128;
   std::fill(yp, yp + M * Np, 0.f);
 #if GRACE_AVX512
-  if (getenv("W4SPLITK")) {
-  // Threads split the *input rows* (whole groups), so each reads one contiguous slab of qweight
-  // front to back, and writes its own partial outputs; the partials are summed at the end.
-  const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), G));
-  at::Tensor part_t = at::zeros({nt * M * Np}, at::TensorOptions().dtype(at::kFloat));
-  float* part = part_t.data_ptr<float>();
-  at::parallel_for(0, nt, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t)
-      w4_blocks(x, xsum, M, K, qw, W, sp, zp, G, gs, nblk, G * t / nt, G * (t + 1) / nt, 0, nblk,
-                part + t * M * Np, Np);
-  });
-  for (int64_t t = 0; t < nt; ++t)
-    for (int64_t j = 0; j < M * Np; ++j) yp[j] += part[t * M * Np + j];
-  return;
+  const int64_t nt = std::min<int64_t>(at::get_num_threads(), G);
+  if (nt > 1) {
+    // Threads split the *input rows* (whole groups): each reads one contiguous slab of qweight
+    // front to back into its own partial outputs, summed at the end. (Splitting the output
+    // blocks instead makes every thread read part of every row; measured slower with cold
+    // caches.)
+    at::Tensor part_t = at::zeros({nt * M * Np}, at::TensorOptions().dtype(at::kFloat));
+    float* part = part_t.data_ptr<float>();
+    at::parallel_for(0, nt, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
+        w4_blocks(x, xsum, M, K, qw, W, sp, zp, G, gs, nblk, G * t / nt, G * (t + 1) / nt, 0, nblk,
+                  part + t * M * Np, Np);
+    });
+    for (int64_t t = 0; t < nt; ++t)
+      for (int64_t j = 0; j < M * Np; ++j) yp[j] += part[t * M * Np + j];
+  } else {
+    w4_blocks(x, xsum, M, K, qw, W, sp, zp, G, gs, nblk, 0, G, 0, nblk, yp, Np);
   }
-  at::parallel_for(0, nblk, 4, [&](int64_t b0, int64_t b1) {
-    w4_blocks(x, xsum, M, K, qw, W, sp, zp, G, gs, nblk, 0, G, b0, b1, yp, Np);
-  });
 #else
   at::parallel_for(0, nblk, 4, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) w4_block_scalar(x, xsum, K, qw, W, sp, zp, G, gs, nblk, blk, yp, Np, M);
