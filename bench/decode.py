@@ -29,8 +29,9 @@ layers-only tokens/s (stack only; the lm_head, identical and bf16 in every varia
 each as 1 / median step time and as a ratio to bf16 (means are in the JSON), plus the relative
 difference of the prefill logits and the count of identical greedy tokens against the variant
 with the same weights (random networks have near-ties, so a late divergence is not an error).
-A per-linear micro-benchmark at the 7B shapes (batch 1 and 16; medians of interleaved rounds)
-follows. Everything printed also goes to ``--out`` as JSON.
+A per-linear micro-benchmark at the 7B shapes (batch 1 and 16; medians of interleaved rounds,
+caches evicted before every timed call so weights come from DRAM as in decode) follows.
+Everything printed also goes to ``--out`` as JSON.
 """
 
 from __future__ import annotations
@@ -228,17 +229,32 @@ def _share(m: PackedLinear) -> PackedLinear:
     return c
 
 
-def _time_round_robin(fns: dict, rounds: int, inner: int) -> dict[str, float]:
+_FLUSH: list[torch.Tensor] = []
+
+
+def _evict_caches() -> None:
+    """Read 512 MB (twice this machine's 260 MB L3) so the next call streams its weights from DRAM.
+
+    Without it, one linear's weights (8-90 MB) stay in the L3 between calls and the kernel times
+    say nothing about decode, where a model's weights never fit in cache.
+    """
+    if not _FLUSH:
+        _FLUSH.append(torch.ones(128 << 20))  # fp32: a vectorised sum (a uint8 sum is 80x slower)
+    _FLUSH[0].sum()
+
+
+def _time_round_robin(fns: dict, rounds: int, cold: bool = True) -> dict[str, float]:
     """Median ms per call; the candidates alternate so machine noise hits all of them alike."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for f in fns.values():
         f()
     for _ in range(rounds):
         for k, f in fns.items():
+            if cold:
+                _evict_caches()
             t = time.perf_counter()
-            for _ in range(inner):
-                f()
-            times[k].append(1e3 * (time.perf_counter() - t) / inner)
+            f()
+            times[k].append(1e3 * (time.perf_counter() - t))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -262,11 +278,11 @@ def micro_bench(w4_names: list[str], w8_names: list[str], rounds: int, with_dequ
             x = torch.randn(batch, in_f).to(torch.bfloat16)
             fns = {"bf16": lambda x=x, wd=wd: F.linear(x, wd)}
             fns.update({k: (lambda m=m, x=x: m(x)) for k, m in mods.items()})
-            ms = _time_round_robin(fns, rounds, 5)
+            ms = _time_round_robin(fns, rounds)
             if with_dequant and batch == 1:
                 dq = _share(w4)
                 K.attach(dq, "dequant")
-                ms["w4:dequant"] = _time_round_robin({"d": lambda dq=dq, x=x: dq(x)}, 2, 1)["d"]
+                ms["w4:dequant"] = _time_round_robin({"d": lambda dq=dq, x=x: dq(x)}, 2)["d"]
             results.append({"out": out_f, "in": in_f, "batch": batch, "ms": ms,
                             "speedup_vs_bf16": {k: ms["bf16"] / v for k, v in ms.items()}})
             progress.advance(task)
@@ -285,7 +301,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--dequant-tokens", type=int, default=2, help="decode steps for the dequantise-every-call path")
     ap.add_argument("--repeats", type=int, default=1, help="lockstep decode runs whose steps are pooled")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--micro-rounds", type=int, default=7)
+    ap.add_argument("--micro-rounds", type=int, default=11)
     ap.add_argument("--skip-micro", action="store_true")
     ap.add_argument("--skip-dequant", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
@@ -362,7 +378,7 @@ def main(argv=None) -> dict:
               f"{rel:.1e} / {same}/{len(d.tokens)} {ref}{note}")
         out["decode"][label] = st
     if micro:
-        print("\nper-linear matmul, median ms (speed-up vs bf16 F.linear), bf16 activations")
+        print("\nper-linear matmul, median ms (speed-up vs bf16 F.linear), bf16 activations, caches evicted before each call")
         for r in micro:
             cells = "  ".join(f"{k} {v:.3f} ({r['speedup_vs_bf16'][k]:.2f}x)" for k, v in r["ms"].items())
             print(f"{r['out']:5d}x{r['in']:<5d} batch {r['batch']:2d}: {cells}")

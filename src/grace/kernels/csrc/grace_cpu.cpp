@@ -178,21 +178,21 @@ void w8_dequant_rows(const int8_t* q, const float* s, int64_t K, int64_t G, T* w
 // output order. Lanes past N/8 read zero (masked loads) and are never copied out.
 // ------------------------------------------------------------------------------------------------
 #if GRACE_AVX512
-// Blocks [b0, b1) for all M activation rows. The weight rows are read in address order (row i,
-// then row i+1), so the hardware prefetchers see one forward stream; the per-group partial sums
-// p live in a small L1-resident buffer (M x blocks x 128 floats) instead of registers, because
-// a register tile narrow enough to fit would walk the weight with a 2 KB+ stride, which we
-// measured to be several times slower (TLB and prefetcher misses).
+// Groups [g0, g1) x blocks [b0, b1), all M activation rows, accumulated into yp. The weight rows
+// are read in address order (row i, then row i+1), so the hardware prefetchers see one forward
+// stream; the per-group partial sums p live in a small L1-resident buffer (M x blocks x 128
+// floats) instead of registers, because a register tile narrow enough to fit would walk the
+// weight with a 2 KB+ stride, which measured slower (TLB and prefetcher misses).
 void w4_blocks(const float* x, const float* xsum, int64_t M, int64_t K, const int32_t* qw, int64_t W,
-               const float* sp, const float* zp, int64_t G, int64_t gs, int64_t nblk, int64_t b0, int64_t b1,
-               float* yp, int64_t Np) {
+               const float* sp, const float* zp, int64_t G, int64_t gs, int64_t nblk, int64_t g0, int64_t g1,
+               int64_t b0, int64_t b1, float* yp, int64_t Np) {
   const int64_t nb = b1 - b0;
-  std::vector<float> pbuf((size_t)(M * nb * 128));
-  float* p = pbuf.data();
+  // 64-byte aligned (ATen's CPU allocator) so no 512-bit load/store straddles two cache lines.
+  at::Tensor pbuf = at::empty({M * nb * 128}, at::TensorOptions().dtype(at::kFloat));
+  float* p = pbuf.data_ptr<float>();
   const __m512 codes_f = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (int64_t m = 0; m < M; ++m) std::fill(yp + m * Np + b0 * 128, yp + m * Np + b1 * 128, 0.f);
-  for (int64_t g = 0; g < G; ++g) {
-    std::fill(pbuf.begin(), pbuf.end(), 0.f);
+  for (int64_t g = g0; g < g1; ++g) {
+    std::fill(p, p + M * nb * 128, 0.f);
     for (int64_t i = g * gs; i < (g + 1) * gs; ++i) {
       const int32_t* row = qw + i * W;
       for (int64_t b = 0; b < nb; ++b) {
@@ -258,13 +258,31 @@ void w4_gemv(const float* x, const float* xsum, int64_t M, int64_t K, const int3
   const int64_t gs = K / G;
   const int64_t nblk = (W + 15) / 16;
   const int64_t Np = nblk * 128;
-  at::parallel_for(0, nblk, 4, [&](int64_t b0, int64_t b1) {
+  std::fill(yp, yp + M * Np, 0.f);
 #if GRACE_AVX512
-    w4_blocks(x, xsum, M, K, qw, W, sp, zp, G, gs, nblk, b0, b1, yp, Np);
+  const int64_t nt = std::min<int64_t>(at::get_num_threads(), G);
+  if (nt > 1) {
+    // Threads split the *input rows* (whole groups): each reads one contiguous slab of qweight
+    // front to back into its own partial outputs, summed at the end. (Splitting the output
+    // blocks instead makes every thread read part of every row; measured slower with cold
+    // caches.)
+    at::Tensor part_t = at::zeros({nt * M * Np}, at::TensorOptions().dtype(at::kFloat));
+    float* part = part_t.data_ptr<float>();
+    at::parallel_for(0, nt, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
+        w4_blocks(x, xsum, M, K, qw, W, sp, zp, G, gs, nblk, G * t / nt, G * (t + 1) / nt, 0, nblk,
+                  part + t * M * Np, Np);
+    });
+    for (int64_t t = 0; t < nt; ++t)
+      for (int64_t j = 0; j < M * Np; ++j) yp[j] += part[t * M * Np + j];
+  } else {
+    w4_blocks(x, xsum, M, K, qw, W, sp, zp, G, gs, nblk, 0, G, 0, nblk, yp, Np);
+  }
 #else
+  at::parallel_for(0, nblk, 4, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) w4_block_scalar(x, xsum, K, qw, W, sp, zp, G, gs, nblk, blk, yp, Np, M);
-#endif
   });
+#endif
 }
 
 // Dense rows [i0, i1) of the transposed, *permuted* W4 weight as T: wp[i][blk*128 + 16t + l].
