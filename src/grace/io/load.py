@@ -13,7 +13,12 @@ transformers Qwen3-VL  config.json ``model_type: qwen3_vl``
 Forms: dense; QAT (grid weights + ``qat_quantized_weights.{safetensors,bin}`` sidecar) loaded
 as real :class:`PackedLinear` modules (``qat_as="packed"``, codes recovered exactly with
 ``codes_from_grid_weight``) or as :class:`QATLinear` fake-quant modules for further training
-(``qat_as="fake"``); packed (``awq_quantized_modules.json``: W4 AWQ GEMM or grace W8).
+(``qat_as="fake"``); packed (``awq_quantized_modules.json``: W4 AWQ GEMM or grace W8); the standard exports of
+``grace export`` (config.json ``quantization_config``): compressed-tensors ``pack-quantized``
+(W4/W8; each module's ``weight_packed`` / ``weight_scale`` / ``weight_shape`` is unpacked to its
+integer codes and repacked into the PackedLinear layout, codes unchanged) and AWQ GEMM (W4; its
+tensors already are that layout). ``suppress_tokens`` of generation_config.json is applied to
+generation (the rows a LLaVA export adds for ``<image>`` / ``<pad>`` are never emitted).
 
 How (the meta way, STYLE.md): the model is built with parameters on the ``meta`` device and
 real computed buffers (``init_empty_weights(include_buffers=False)``: rotary ``inv_freq`` and
@@ -34,7 +39,8 @@ from torch import nn
 
 from grace import numerics
 from grace.errors import GraceError
-from grace.formats import qat_sidecar
+from grace.formats import awq_gemm, awq_hf, qat_sidecar
+from grace.formats import compressed_tensors as CT
 from grace.formats.awq_gemm import PACK_VERSION_W4, PACK_VERSION_W8
 from grace.formats.metadata import METADATA_FILE, FormatError, PackedMetadata
 from grace.io.tensors import WeightSource
@@ -49,6 +55,9 @@ except ImportError:  # pragma: no cover - depends on the merge state
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
            "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "half": torch.float16}
+
+
+STANDARD_FORMS = (CT.QUANT_METHOD, awq_hf.QUANT_METHOD)  # "compressed-tensors", "awq": `grace export` output
 
 
 class LoadError(GraceError, ValueError):
@@ -92,16 +101,20 @@ def detect_layout(d: Path, cfg: dict) -> tuple[F.Family, str]:
 
 
 def detect_form(d: Path, cfg: dict) -> str:
-    """``"packed"``, ``"qat"`` or ``"dense"``."""
+    """``"packed"``, ``"compressed-tensors"``, ``"awq"`` (standard exports), ``"qat"`` or ``"dense"``."""
     if (d / METADATA_FILE).is_file():
         return "packed"
     if "awq_packing" in cfg:
         raise LoadError(f"{d / 'config.json'}: field awq_packing says packed, but {METADATA_FILE} is missing")
     if "quantization_config" in cfg:
-        qm = (cfg["quantization_config"] or {}).get("quant_method")
+        qc = cfg["quantization_config"]
+        qm = qc.get("quant_method") if isinstance(qc, dict) else None
+        if qm in (CT.QUANT_METHOD, awq_hf.QUANT_METHOD):
+            return qm
         raise LoadError(
             f"{d / 'config.json'}: field quantization_config (quant_method={qm!r}) marks a checkpoint for "
-            "transformers' own quantizers; load it with transformers, or give grace its dense/QAT/packed form"
+            "transformers' own quantizers; grace reads compressed-tensors pack-quantized and AWQ GEMM ones. "
+            "Load it with transformers, or give grace its dense/QAT/packed form"
         )
     if qat_sidecar.sidecar_path(d) is not None:
         return "qat"
@@ -253,7 +266,13 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
     config = _build_config(d, cfg, fam, layout, clip_dir)
     dt = _as_dtype(dtype)
     if dt is None:
-        dt = torch.float16 if form == "packed" else _as_dtype(cfg.get("dtype") or cfg.get("torch_dtype") or "float32")
+        if form == "packed":
+            dt = torch.float16
+        elif form in STANDARD_FORMS:  # exports are written in fp16 or bf16; both run the packed kernels
+            dt = _as_dtype(cfg.get("dtype") or cfg.get("torch_dtype") or "float16")
+            dt = dt if dt in (torch.float16, torch.bfloat16) else torch.float16
+        else:
+            dt = _as_dtype(cfg.get("dtype") or cfg.get("torch_dtype") or "float32")
     dev = torch.device(device)
 
     tokenizer = _load_tokenizer(d, fam)
@@ -328,6 +347,16 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
                  "loaded_as": qat_as}
         side_weights = {F.map_module_name(to_runtime, k) or k: f"{k}.weight" for k in side}
 
+    elif form in STANDARD_FORMS:
+        ws = WeightSource(d)
+        bits, g, mods = _standard_modules(d, cfg, form, model, ws, to_runtime, fam.lm_head)
+        for rn, disk in mods.items():
+            lin = model.get_submodule(rn)
+            _set_module(model, rn, PackedLinear(lin.in_features, lin.out_features, bits, g, lin.bias is not None,
+                                                device="meta"))
+            packed_names[rn] = disk
+        quant = {"bits": bits, "group_size": g, "format": form, "source": form}
+
     # ---- what we expect to load --------------------------------------------------------------
     expected = {k: v for k, v in model.state_dict(keep_vars=True).items()}
     if _tied(fam, config):
@@ -340,11 +369,21 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
             expected.pop(f"{rn}.{leaf}", None)
     loaded: set[str] = set()
     unexpected: list[str] = []
+    ct_parts: dict[str, dict[str, torch.Tensor]] = {}  # runtime module -> the pack-quantized tensors read so far
 
     def take(disk_key: str, t: torch.Tensor, src: Path, rn: str | None) -> None:
         if rn is None:
             return
-        mod_name = rn.rsplit(".", 1)[0]
+        mod_name, _, leaf = rn.rpartition(".")
+        if form == CT.QUANT_METHOD and mod_name in packed_names and leaf in CT.TENSOR_NAMES:
+            parts = ct_parts.setdefault(mod_name, {})
+            parts[leaf] = t
+            if len(parts) == len(CT.TENSOR_NAMES):  # one module complete: unpack, repack as PackedLinear
+                for k, v in _ct_to_packed(src, packed_names[mod_name], model.get_submodule(mod_name),
+                                          ct_parts.pop(mod_name)).items():
+                    _assign(model, f"{mod_name}.{k}", v.to(dev))
+                    loaded.add(f"{mod_name}.{k}")
+            return
         if qat_packed and mod_name in qat_check and rn.endswith(".weight"):
             _cross_check(src, disk_key, t, model.get_submodule(mod_name), qat_check[mod_name])
             return
@@ -372,7 +411,8 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
         _assign(model, rn, t.to(dev))
         loaded.add(rn)
 
-    ws = WeightSource(d)
+    if form not in STANDARD_FORMS:
+        ws = WeightSource(d)
     for key, t, src in ws.iter_tensors():
         take(key, t, src, to_runtime(key))
     if clip_dir is not None:
@@ -380,6 +420,10 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
         for key, t, src in cws.iter_tensors():
             take(key, t, src, F.clip_to_runtime(key))
 
+    for mod_name, parts in ct_parts.items():
+        absent = [n for n in CT.TENSOR_NAMES if n not in parts]
+        raise LoadError(f"{d}: tensor {packed_names[mod_name]}.{absent[0]} is missing from the weight files "
+                        f"(its {', '.join(sorted(parts))} are there)")
     if unexpected:
         more = f" (and {len(unexpected) - 3} more)" if len(unexpected) > 3 else ""
         raise LoadError(f"{d}: tensors not part of this {fam.name} model: {unexpected[:3]}{more}")
@@ -389,7 +433,8 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
         first = missing[0]
         mod_name = first.rsplit(".", 1)[0]
         if mod_name in packed_names:
-            raise LoadError(f"{d / METADATA_FILE}: module {packed_names[mod_name]!r} is listed but its tensor "
+            listed = d / METADATA_FILE if form == "packed" else d / "config.json"
+            raise LoadError(f"{listed}: module {packed_names[mod_name]!r} is listed but its tensor "
                             f"{packed_names[mod_name]}.{first.rsplit('.', 1)[1]} is absent from the weight files")
         where = clip_dir if (clip_dir is not None and first.startswith("model.vision_tower.")) else d
         disk = F.runtime_to_clip(first) if where is clip_dir else to_disk(first)
@@ -416,6 +461,7 @@ def load(path, *, vision_tower=None, device="cpu", dtype=None, qat_as: str = "pa
     model.to(dev)
     model.eval()
     model.config.dtype = dt
+    _apply_suppress_tokens(d, model)
     if packed_names or qat_packed:
         if attach is not None:
             attach(model, backend=kernel)
@@ -455,3 +501,92 @@ def _cross_check(src: Path, key: str, w: torch.Tensor, packed: PackedLinear, log
     if bad:
         raise FormatError(f"{src}: tensor {key!r} disagrees with the QAT sidecar ({bad} codes differ); "
                           "the sidecar belongs to another checkpoint")
+
+
+def _standard_modules(d: Path, cfg: dict, form: str, model: nn.Module, ws: WeightSource, to_runtime,
+                      lm_head: str) -> tuple[int, int, dict[str, str]]:
+    """``(bits, group_size, {runtime module: disk module})`` of a compressed-tensors / AWQ export.
+
+    The quantized modules are the ones whose packed tensors are in the weight files; the config's
+    target / ignore rule (the one transformers applies) must agree with them, since another loader
+    would otherwise build a different model from the same directory.
+    """
+    src = d / "config.json"
+    qc = cfg["quantization_config"]
+    if form == CT.QUANT_METHOD:
+        scheme = CT.parse_config(qc, str(src))
+        bits, g, marker = scheme.bits, scheme.group_size, "weight_packed"
+
+        def rule(n: str) -> bool:
+            return CT.quantized_by_scheme(n, scheme)
+    else:
+        bits, g, skip = awq_hf.parse_config(qc, str(src))
+        marker = "qweight"
+
+        def rule(n: str) -> bool:
+            return not awq_hf.transformers_skips(n, skip)
+    mods: dict[str, str] = {}
+    for key, path in ws.keys().items():
+        if not key.endswith("." + marker):
+            continue
+        disk = key[: -len(marker) - 1]
+        rn = F.map_module_name(to_runtime, disk) or disk
+        lin = _linear(model, rn, path, disk)
+        if lin.in_features % g:
+            raise LoadError(f"{src}: quantization_config group_size {g} does not divide in_features "
+                            f"{lin.in_features} of {disk!r}")
+        if bits == 4 and lin.out_features % 8:
+            raise LoadError(f"{path}: out_features {lin.out_features} of {disk!r} is not a multiple of 8 (W4)")
+        if not rule(rn):
+            raise LoadError(f"{src}: quantization_config leaves module {rn!r} unquantized, but {path.name} holds "
+                            f"its packed tensor {key!r}")
+        mods[rn] = disk
+    if not mods:
+        raise LoadError(f"{src}: quantization_config (quant_method {form!r}) but no weight file holds a "
+                        f"*.{marker} tensor")
+    for n, m in model.named_modules():
+        # the output head is never quantized by these formats' loaders, whatever the lists say
+        if isinstance(m, nn.Linear) and n != lm_head and n not in mods and rule(n):
+            raise LoadError(f"{src}: quantization_config quantizes module {n!r}, but the weight files hold no "
+                            f"{marker} tensor for it")
+    return bits, g, mods
+
+
+def _ct_to_packed(src: Path, disk: str, mod: PackedLinear, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One module's ``pack-quantized`` tensors -> its PackedLinear buffers (codes carried over exactly)."""
+    try:
+        codes, scales, g = CT.unpack(parts["weight_packed"], parts["weight_scale"], parts["weight_shape"],
+                                     mod.bits, disk)
+    except FormatError as e:
+        raise LoadError(f"{src}: {e}") from None
+    if tuple(codes.shape) != (mod.out_features, mod.in_features):
+        raise LoadError(f"{src}: {disk}.weight_shape is {list(codes.shape)}, the model's linear is "
+                        f"{[mod.out_features, mod.in_features]}")
+    if g != mod.group_size:
+        raise LoadError(f"{src}: {disk}.weight_scale has {scales.shape[1]} groups per row (group size {g}); "
+                        f"quantization_config says group_size {mod.group_size}")
+    if not scales.is_floating_point():
+        raise LoadError(f"{src}: {disk}.weight_scale has dtype {scales.dtype}; expected a float tensor")
+    s16 = scales.to(torch.float16)
+    # PackedLinear stores fp16 scales; a bf16 (or fp32) scale must survive that unchanged
+    if not bool(torch.isfinite(s16).all()) or not torch.equal(s16.to(scales.dtype), scales):
+        raise LoadError(f"{src}: {disk}.weight_scale ({scales.dtype}) is not exactly representable in float16, "
+                        "which grace's packed kernels use for scales")
+    try:
+        return awq_gemm.pack(codes, s16.float(), mod.bits, g)
+    except awq_gemm.PackError as e:
+        raise LoadError(f"{src}: {disk}: {e}") from None
+
+
+def _apply_suppress_tokens(d: Path, model: nn.Module) -> None:
+    """Honour ``suppress_tokens`` of generation_config.json (LLaVA exports list their added rows there)."""
+    p = d / "generation_config.json"
+    gen = getattr(model, "generation_config", None)
+    if not p.is_file() or gen is None:
+        return
+    ids = _read_json(p).get("suppress_tokens")
+    if not ids:
+        return
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise LoadError(f"{p}: field suppress_tokens must be a list of token ids; got {ids!r}")
+    gen.suppress_tokens = sorted(set(ids))
