@@ -88,7 +88,7 @@ def unpack_w4(
     """AWQ GEMM tensors -> ``(codes int8 (out, in), scale grid (out, in/g) fp16, group_size)``.
 
     Codes are ``u - zero`` per group, so a non-8 zero point (a general AWQ checkpoint) is
-    honoured; for GRACE checkpoints every zero is 8 (fast path: no zero expansion).
+    honoured; for GRACE checkpoints every zero is 8.
     """
     in_f, words_per_row = qweight.shape
     n_groups = scales.shape[0]
@@ -100,12 +100,10 @@ def unpack_w4(
     codes = torch.empty(out_f // 8, 8, in_f, dtype=torch.int8, device=qweight.device)
     for k, ch in enumerate(AWQ_ORDER):
         codes[:, ch, :] = ((wt >> (4 * k)) & 0xF).to(torch.int8)
-    codes = codes.reshape(out_f, in_f)
-    if bool((qzeros == AWQ_ZERO_WORD).all()):
-        codes -= 8
-    else:
-        z = unpack_nibbles(qzeros).t().to(torch.int8)  # (out, in/g)
-        codes = (codes.reshape(out_f, n_groups, g) - z.unsqueeze(-1)).reshape(out_f, in_f)
+    # Subtract each group's zero point (8 for GRACE's symmetric codes). Branch-free on purpose:
+    # no data-dependent Python control flow, so torch.compile(fullgraph=True) traces it.
+    z = unpack_nibbles(qzeros).t().to(torch.int8)  # (out, in/g)
+    codes = (codes.reshape(out_f, n_groups, g) - z.unsqueeze(-1)).reshape(out_f, in_f)
     return codes, scales.t().contiguous(), g
 
 
