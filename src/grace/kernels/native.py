@@ -2,8 +2,8 @@
 
 Invariant: the kernels read the published buffers in place (AWQ ``qweight`` for W4, the int8
 ``qweight`` for W8); ``module._kernel_state`` only holds fp32 copies of the group scales (and,
-for W4, scale times zero) arranged for the kernel, about 1/16 (W4) or 1/32 (W8) of the weight
-bytes. Why a native kernel at all: torch has no group-wise int8 CPU matmul (``_weight_int8pack_mm``
+for W4, scale times zero) arranged for the kernel: 1/8 (W4) or 1/32 (W8) of the weight bytes
+(fp16 scales and a symmetric-zero shortcut would cut W4's to 1/32; not done yet). Why a native kernel at all: torch has no group-wise int8 CPU matmul (``_weight_int8pack_mm``
 is per-channel; looping it over 32 groups or splitting W8 into two int4 matmuls both measured
 about 1.5x over bf16), and its int4 kernel needs a second, repacked copy of the weights.
 Accumulation is fp32 with the exact fp16 scales, so these are the most accurate fast paths
