@@ -49,25 +49,31 @@ def _check_w4(codes: torch.Tensor, scales: torch.Tensor, group_size: int) -> Non
         )
 
 
+# Byte j of a little-endian word holds nibbles 2j (low) and 2j+1 (high), i.e. the channels
+# AWQ_ORDER[2j] and AWQ_ORDER[2j+1]: (0, 2), (4, 6), (1, 3), (5, 7).
+_BYTE_CHANNELS = tuple((AWQ_ORDER[2 * j], AWQ_ORDER[2 * j + 1]) for j in range(4))
+
+
 def pack_w4(codes: torch.Tensor, scales: torch.Tensor, group_size: int) -> dict[str, torch.Tensor]:
     """Signed 4-bit codes ``(out, in)`` + scale grid ``(out, in/g)`` -> AWQ GEMM tensors.
 
-    Works on the ``(out/8, 8, in)`` view: word ``(c, i)`` is the OR of 8 strided slices, each
-    shifted into its nibble, in int32 (the top nibble wraps into the sign bit, which is the bit
-    pattern we want; the always-on verification in the packer checks it). Then one transpose of
-    the int32 words to ``(in, out/8)``. No gathers, no int64, no loop over rows or columns.
+    Works in bytes on the ``(out/8, 8, in)`` view: each of the 4 bytes of a word is two unsigned
+    nibbles ``lo | hi << 4`` of two channel slices (uint8 arithmetic, no int32 temporaries), the
+    4 bytes are written side by side and viewed as one little-endian int32 word, and a single
+    int32 transpose gives ``(in, out/8)``. No gathers, no loop over rows or columns.
     """
     _check_w4(codes, scales, group_size)
     if codes.numel() and (int(codes.min()) < -8 or int(codes.max()) > 7):
         raise PackError(f"4-bit codes must lie in [-8, 7]; got [{int(codes.min())}, {int(codes.max())}]")
     out_f, in_f = codes.shape
-    c3 = codes.reshape(out_f // 8, 8, in_f)
-    words = torch.zeros(out_f // 8, in_f, dtype=torch.int32, device=codes.device)
-    for k, ch in enumerate(AWQ_ORDER):  # 8 nibbles, not a loop over data
-        words |= (c3[:, ch, :].to(torch.int32) + 8) << (4 * k)
+    u = (codes.to(torch.int8) + 8).view(torch.uint8).reshape(out_f // 8, 8, in_f)  # 0..15
+    words = torch.empty(out_f // 8, in_f, 4, dtype=torch.uint8, device=codes.device)
+    for j, (lo, hi) in enumerate(_BYTE_CHANNELS):
+        torch.bitwise_or(u[:, lo, :], u[:, hi, :] << 4, out=words[:, :, j])
+    qweight = words.view(torch.int32).reshape(out_f // 8, in_f).t().contiguous()
     qzeros = torch.full((in_f // group_size, out_f // 8), AWQ_ZERO_WORD, dtype=torch.int32, device=codes.device)
     return {
-        "qweight": words.t().contiguous(),
+        "qweight": qweight,
         "qzeros": qzeros,
         "scales": scales.t().to(torch.float16).contiguous(),
     }
@@ -87,6 +93,8 @@ def unpack_w4(
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """AWQ GEMM tensors -> ``(codes int8 (out, in), scale grid (out, in/g) fp16, group_size)``.
 
+    The inverse of :func:`pack_w4`, in bytes: one int32 transpose to ``(out/8, in)``, a view as
+    4 bytes per word, and per byte the low and high nibbles into their two channel slices.
     Codes are ``u - zero`` per group, so a non-8 zero point (a general AWQ checkpoint) is
     honoured; for GRACE checkpoints every zero is 8.
     """
@@ -96,14 +104,16 @@ def unpack_w4(
         raise PackError(f"scales has {n_groups} groups, which does not divide in_features {in_f}")
     g = in_f // n_groups
     out_f = 8 * words_per_row
-    wt = qweight.t().contiguous()  # (out/8, in)
-    codes = torch.empty(out_f // 8, 8, in_f, dtype=torch.int8, device=qweight.device)
-    for k, ch in enumerate(AWQ_ORDER):
-        codes[:, ch, :] = ((wt >> (4 * k)) & 0xF).to(torch.int8)
+    b = qweight.t().contiguous().view(torch.uint8).reshape(out_f // 8, in_f, 4)
+    u = torch.empty(out_f // 8, 8, in_f, dtype=torch.uint8, device=qweight.device)
+    for j, (lo, hi) in enumerate(_BYTE_CHANNELS):
+        byte = b[:, :, j]
+        u[:, lo, :] = byte & 0xF  # slice assignment, not out=: torch.compile traces it
+        u[:, hi, :] = byte >> 4
     # Subtract each group's zero point (8 for GRACE's symmetric codes). Branch-free on purpose:
     # no data-dependent Python control flow, so torch.compile(fullgraph=True) traces it.
     z = unpack_nibbles(qzeros).t().to(torch.int8)  # (out, in/g)
-    codes = (codes.reshape(out_f, n_groups, g) - z.unsqueeze(-1)).reshape(out_f, in_f)
+    codes = (u.view(torch.int8).reshape(out_f, n_groups, g) - z.unsqueeze(-1)).reshape(out_f, in_f)
     return codes, scales.t().contiguous(), g
 
 
