@@ -8,7 +8,6 @@ Public API (re-exports only; each concept lives in its own subpackage):
 """
 
 from grace.config import W4G128, W8G128, QuantSpec
-from grace.quant.api import bake, dequantize_modules, param_groups, quantize
 
 __version__ = "0.1.0"
 
@@ -22,6 +21,20 @@ __all__ = [
     "param_groups",
     "__version__",
 ]
+
+
+# The torch-backed API is imported on first use, so `grace --help` and config-only imports do not
+# pay for importing torch.
+_LAZY = {"quantize": "grace.quant.api", "bake": "grace.quant.api", "dequantize_modules": "grace.quant.api",
+         "param_groups": "grace.quant.api"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'grace' has no attribute {name!r}")
 
 
 def load(path, **kwargs):

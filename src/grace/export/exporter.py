@@ -40,7 +40,7 @@ from grace.export import names as N
 from grace.export.source import Source, open_source
 from grace.formats import awq_hf
 from grace.formats import compressed_tensors as CT
-from grace.formats.checkpoint import INDEX_FILE, CheckpointDir
+from grace.formats.checkpoint import INDEX_FILE
 from grace.formats.metadata import METADATA_FILE
 from grace.formats.qat_sidecar import SIDECAR_BIN, SIDECAR_SAFETENSORS, SPEC_FILE
 from grace.formats.shards import ProgressBar, ShardWriter
@@ -155,6 +155,7 @@ def export_checkpoint(src: str | Path, dst: str | Path, fmt: str, *, vision_towe
             bar.advance()
         bar.close()
         writer.finish()
+        bytes_written = writer.total
         if max_err:
             raise ExportError(f"{src}: verification failed: max int-code error {max_err} after pack -> unpack")
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -173,7 +174,7 @@ def export_checkpoint(src: str | Path, dst: str | Path, fmt: str, *, vision_towe
     for d in source.dropped:
         notes.append(f"dropped: {d}")
     return ExportReport(src, dst, fmt, source.family, source.layout, source.form, source.bits, group_size, dname,
-                        len(source.modules), max_err, max_rel, CheckpointDir.open(dst).total_bytes(),
+                        len(source.modules), max_err, max_rel, bytes_written,
                         time.perf_counter() - t0, ignore, new_ids, notes)
 
 

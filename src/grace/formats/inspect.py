@@ -6,7 +6,7 @@ from pathlib import Path
 
 from grace.formats.checkpoint import CheckpointDir
 from grace.formats.metadata import PackedMetadata
-from grace.formats.qat_sidecar import load_spec, open_sidecar
+from grace.formats.qat_sidecar import group_size_from, module_bits, open_sidecar
 
 
 def _part(name: str) -> str:
@@ -30,15 +30,10 @@ def inspect_checkpoint(path: str | Path) -> dict:
     elif ck.form == "qat":
         side = open_sidecar(ck.path)
         names = side.module_names()
-        spec = load_spec(ck.path)
-        if spec and "bits" in spec:
-            bits = spec["bits"]
-        else:
-            from grace.formats.qat_sidecar import infer_bits
-
-            bits = infer_bits(side[f"{names[0]}.weight"], side[f"{names[0]}.log_scale"]) if names else None
-        w = side[f"{names[0]}.weight"] if names else None
-        g = w.shape[1] // (side[f"{names[0]}.log_scale"].numel() // w.shape[0]) if names else None
+        bits = module_bits(ck.path, side, names[0]) if names else None
+        g = None
+        if names:
+            g = group_size_from(side.shape(f"{names[0]}.weight"), side[f"{names[0]}.log_scale"].numel())
         info.update(bits=bits, group_size=g, sidecar=side.path.name, quantized_modules=len(names))
     elif ck.form not in ("dense",):
         qc = ck.config.get("quantization_config", {})

@@ -34,7 +34,7 @@ from grace import numerics
 from grace.formats import awq_gemm
 from grace.formats.checkpoint import INDEX_FILE, CheckpointDir
 from grace.formats.metadata import METADATA_FILE, FormatError, PackedMetadata
-from grace.formats.qat_sidecar import SIDECAR_BIN, SIDECAR_SAFETENSORS, load_spec, open_sidecar
+from grace.formats.qat_sidecar import SIDECAR_BIN, SIDECAR_SAFETENSORS, module_bits, open_sidecar
 from grace.formats.shards import ProgressBar, ShardWriter
 
 OFF_GRID_TOL = 0.3  # codes; a bf16-stored grid weight is within 0.25 of its 8-bit code
@@ -134,8 +134,7 @@ def pack_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = None
         if shp != sshape:
             raise FormatError(f"{name}.weight: shape {shp} in the model but {sshape} in the sidecar")
     if bits is None:
-        spec = load_spec(src)
-        bits = int(spec["bits"]) if spec and "bits" in spec else _infer_bits(side, modules[0])
+        bits = module_bits(src, side, modules[0])
     if bits not in (4, 8):
         raise FormatError(f"{src}: bits must be 4 or 8 to pack; got {bits}")
 
@@ -169,6 +168,7 @@ def pack_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = None
             if f"{name}.bias" in side and f"{cname}.bias" not in index:
                 writer.add(f"{cname}.bias", side[f"{name}.bias"].to(torch.float16))
         writer.finish()
+        bytes_after = writer.total
         if max_err != 0:
             raise FormatError(f"{src}: verification failed: max int-code error {max_err} after pack -> unpack")
 
@@ -188,7 +188,7 @@ def pack_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PackReport(src, dst, bits, common, len(modules), ckpt.total_bytes(),
-                      CheckpointDir.open(dst).total_bytes(), max_err, time.perf_counter() - t0, overrides)
+                      bytes_after, max_err, time.perf_counter() - t0, overrides)
 
 
 # Known renamings between runtime module names and the keys transformers 5 writes for Llava.
@@ -203,12 +203,6 @@ def _weight_name(name: str, index: dict, source) -> str:
         if name.startswith(a) and f"{b}{name[len(a):]}.weight" in index:
             return b + name[len(a):]
     raise FormatError(f"{source}: module {name!r} is absent from the model weights ({name}.weight not found)")
-
-
-def _infer_bits(side, name: str) -> int:
-    from grace.formats.qat_sidecar import infer_bits
-
-    return infer_bits(side[f"{name}.weight"], side[f"{name}.log_scale"])
 
 
 def _copy_side_files(src: Path, dst: Path, weight_files: list[Path]) -> None:

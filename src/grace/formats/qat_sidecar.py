@@ -46,17 +46,22 @@ def save_sidecar(directory: str | Path, tensors: dict[str, torch.Tensor], *, wri
         torch.save(clean, d / SIDECAR_BIN)
 
 
-def read_bin(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a torch-saved dict of tensors safely (``weights_only=True``)."""
+def read_bin(path: str | Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Read a torch-saved dict of tensors safely (``weights_only=True``), memory-mapped if asked.
+
+    A file that cannot be memory-mapped (not zip-format) is read normally, still weights-only.
+    """
     p = Path(path)
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        obj = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise FormatError(
             f"{p}: refused to load: the pickle needs to run code or build objects other than tensors "
             f"({str(e).splitlines()[0][:160]}). grace never unpickles untrusted code."
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
+        if mmap:
+            return read_bin(p)
         raise FormatError(f"{p}: not a readable torch file ({str(e).splitlines()[0][:160]})") from None
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise FormatError(f"{p}: expected a dict of name -> tensor")
@@ -80,12 +85,18 @@ def load_sidecar(directory: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     return group_sidecar(flat, p)
 
 
+def split_key(key: str, source: Path | str = "sidecar") -> tuple[str, str]:
+    """``"NAME.leaf"`` -> ``(NAME, leaf)``; refuses anything but weight / log_scale / bias."""
+    name, _, leaf = key.rpartition(".")
+    if leaf not in ("weight", "log_scale", "bias") or not name:
+        raise FormatError(f"{source}: unexpected tensor {key!r} (expected NAME.weight / NAME.log_scale / NAME.bias)")
+    return name, leaf
+
+
 def group_sidecar(flat: dict[str, torch.Tensor], source: Path | str = "sidecar") -> dict[str, dict[str, torch.Tensor]]:
     out: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in flat.items():
-        name, _, leaf = key.rpartition(".")
-        if leaf not in ("weight", "log_scale", "bias") or not name:
-            raise FormatError(f"{source}: unexpected tensor {key!r} (expected NAME.weight / NAME.log_scale / NAME.bias)")
+        name, leaf = split_key(key, source)
         out.setdefault(name, {})[leaf] = t
     for name, parts in out.items():
         for need in ("weight", "log_scale"):
@@ -121,6 +132,14 @@ def load_spec(directory: str | Path) -> dict | None:
         raise FormatError(f"{p}: not valid JSON ({e})") from None
 
 
+def module_bits(directory: str | Path, side: LazySidecar, name: str) -> int:
+    """Bits of a QAT checkpoint: ``grace_quant.json`` if present, else inferred from ``name``'s codes."""
+    spec = load_spec(directory)
+    if spec and "bits" in spec:
+        return int(spec["bits"])
+    return infer_bits(side[f"{name}.weight"], side[f"{name}.log_scale"])
+
+
 def infer_bits(weight: torch.Tensor, log_scale: torch.Tensor) -> int:
     """Smallest of 4 / 8 whose code range holds ``round(w / s)`` for every element.
 
@@ -154,7 +173,7 @@ class LazySidecar:
             self._keys = list(self._st.keys())
             self._dict = None
         else:
-            self._dict = _read_bin_mmap(path)
+            self._dict = read_bin(path, mmap=True)
             self._keys = list(self._dict)
 
     def keys(self) -> list[str]:
@@ -179,30 +198,13 @@ class LazySidecar:
     def module_names(self) -> list[str]:
         names = []
         for k in self._keys:
-            name, _, leaf = k.rpartition(".")
-            if leaf not in ("weight", "log_scale", "bias") or not name:
-                raise FormatError(f"{self.path}: unexpected tensor {k!r} (expected NAME.weight / NAME.log_scale / NAME.bias)")
+            name, leaf = split_key(k, self.path)
             if leaf == "log_scale":
                 names.append(name)
         for n in names:
             if f"{n}.weight" not in self._keys:
                 raise FormatError(f"{self.path}: module {n!r} has a log_scale but no weight")
         return names
-
-
-def _read_bin_mmap(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as e:
-        raise FormatError(
-            f"{path}: refused to load: the pickle needs to run code or build objects other than tensors "
-            f"({str(e).splitlines()[0][:160]}). grace never unpickles untrusted code."
-        ) from None
-    except (RuntimeError, EOFError, OSError):
-        return read_bin(path)  # not a zip-format file: mmap unsupported, fall back (still weights_only)
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise FormatError(f"{path}: expected a dict of name -> tensor")
-    return obj
 
 
 def open_sidecar(directory: str | Path) -> LazySidecar:
