@@ -58,6 +58,29 @@ def test_fake_quant_gradients_reach_weight_and_log_scale():
     assert ls.grad is not None and ls.grad.abs().sum() > 0
 
 
+@settings(deadline=None, max_examples=40)
+@given(st.integers(1, 5), st.integers(1, 3), st.sampled_from([2, 3, 4, 8]), st.sampled_from([None, torch.float16]),
+       st.floats(0.3, 3.0), st.integers(0, 2**16))
+def test_fused_fake_quant_matches_autograd_reference(rows, groups, bits, sdt, spread, seed):
+    # The fused autograd function must give the plain-autograd composition's values and gradients,
+    # clipped weights (spread > 1 pushes some outside the code range) and fp16 scales included.
+    g = 16
+    torch.manual_seed(seed)
+    w0 = torch.randn(rows, groups * g) * spread
+    ls0 = torch.log(N.init_scales_mse(w0, bits, g)).reshape(-1) + 0.01 * torch.randn(rows * groups)
+    up = torch.randn(rows, groups * g)
+    grads = []
+    for fn in (N.fake_quantize, N.fake_quantize_reference):
+        w, ls = w0.clone().requires_grad_(True), ls0.clone().requires_grad_(True)
+        out = fn(w, ls, bits, g, scale_dtype=sdt)
+        (out * up).sum().backward()
+        grads.append((out.detach(), w.grad, ls.grad))
+    (o1, gw1, gs1), (o2, gw2, gs2) = grads
+    assert torch.equal(o1, o2)
+    torch.testing.assert_close(gw1, gw2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gs1, gs2, rtol=1e-4, atol=1e-5)
+
+
 def test_ste_gradient_is_identity_inside_range_and_zero_outside():
     w = torch.tensor([[0.1, 0.2, 100.0, -100.0]], requires_grad=True)
     ls = torch.zeros(1)  # s = 1

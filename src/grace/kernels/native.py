@@ -135,6 +135,25 @@ def _register_fakes() -> None:
     def _w4_fake(x, qweight, sp, zp, inv_perm, bias):
         return x.new_empty(x.shape[0], inv_perm.shape[0])
 
+    @torch.library.register_fake("grace_native::lsq_forward")
+    def _lsq_fwd_fake(w, s, qmin, qmax):
+        return torch.empty_like(w)
+
+    @torch.library.register_fake("grace_native::lsq_backward")
+    def _lsq_bwd_fake(g, w, s, qmin, qmax):
+        return torch.empty_like(w), torch.empty_like(s)
+
+
+def lsq_ops():
+    """The fused LSQ fake-quant ops (``lsq_forward`` / ``lsq_backward``) if the native library loads, else None.
+
+    Used by :func:`grace.numerics.fake_quantize` for fp32 CPU weights; without them it runs the
+    same math as torch element-wise ops.
+    """
+    if os.environ.get("GRACE_NATIVE", "1") == "0" or not load():
+        return None
+    return torch.ops.grace_native
+
 
 def w4_permuted_scales(qzeros: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """AWQ ``qzeros`` / ``scales`` -> the kernel's ``sp``, ``zp`` ``(G, blocks, 8, 16)`` fp32 and ``inv_perm``.

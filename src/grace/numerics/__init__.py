@@ -103,6 +103,61 @@ def dequantize(codes: torch.Tensor, scales: torch.Tensor, group_size: int, dtype
     return (q * scales.float().unsqueeze(-1)).reshape(codes.shape).to(dtype)
 
 
+def _native_lsq(wg: torch.Tensor, s: torch.Tensor):
+    """grace's fused C++ LSQ ops for contiguous fp32 CPU tensors when they are available, else None.
+
+    They compute exactly this module's math in one pass each way (see ``kernels/csrc``); the torch
+    path below stays the definition and the fallback (other devices, dtypes, ``GRACE_NATIVE=0``).
+    """
+    if not (wg.device.type == "cpu" and wg.dtype == torch.float32 and s.dtype == torch.float32
+            and wg.is_contiguous() and s.is_contiguous()):
+        return None
+    from grace.kernels.native import lsq_ops  # lazy: kernels import this module
+
+    return lsq_ops()
+
+
+class _LSQFakeQuant(torch.autograd.Function):
+    """``clamp(round(v), qmin, qmax) * s`` with ``v = w / s`` on grouped fp32 tensors, fused.
+
+    Same values and the same straight-through / LSQ gradients as the composition
+    ``clamp(round_ste(w / s), qmin, qmax) * s`` under autograd (see :func:`fake_quantize_reference`),
+    but the forward keeps one weight-sized temporary and saves only ``w`` and ``s`` (the inputs,
+    already alive) instead of four weight-sized intermediates; the backward recomputes ``v``.
+    On fp32 CPU tensors both directions run as one fused native pass when grace's C++ ops load.
+    Gradients, with ``r = round(v)`` and ``in = qmin <= r <= qmax``:
+    ``dL/dw = g * in`` and ``dL/ds = sum_group g * (in ? r - v : clamp(r))``.
+    """
+
+    @staticmethod
+    def forward(ctx, wg: torch.Tensor, s: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+        ctx.save_for_backward(wg, s)
+        ctx.qrange = (qmin, qmax)
+        ctx.native = native = _native_lsq(wg, s)
+        if native is not None:
+            return native.lsq_forward(wg, s, qmin, qmax)
+        out = wg / s
+        return out.round_().clamp_(qmin, qmax).mul_(s)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        wg, s = ctx.saved_tensors
+        qmin, qmax = ctx.qrange
+        if ctx.native is not None:
+            grad_w, grad_s = ctx.native.lsq_backward(g, wg, s, qmin, qmax)
+            return grad_w, grad_s, None, None
+        v = wg / s
+        r = torch.round(v)
+        inside = (r >= qmin) & (r <= qmax)
+        grad_w = grad_s = None
+        if ctx.needs_input_grad[0]:
+            grad_w = g * inside
+        if ctx.needs_input_grad[1]:
+            t = torch.where(inside, r - v, r.clamp_(qmin, qmax))
+            grad_s = (t.mul_(g)).sum(-1, keepdim=True)
+        return grad_w, grad_s, None, None
+
+
 def fake_quantize(
     w: torch.Tensor,
     log_scale: torch.Tensor,
@@ -114,10 +169,26 @@ def fake_quantize(
 
     Differentiable in ``w`` and ``log_scale``. ``group_size`` must be the effective group size.
     The output equals ``dequantize(quantize_codes(w, s), s)`` exactly for the same ``s``.
+    Runs as one fused autograd function (:class:`_LSQFakeQuant`): the QAT step-time overhead is
+    a few element-wise passes over the weights.
     """
     qmin, qmax = qrange(bits)
     out_f = w.shape[0]
     s = scales_from_log(log_scale, out_f, scale_dtype).unsqueeze(-1)
+    wg = group_view(w.float(), group_size)
+    return _LSQFakeQuant.apply(wg, s, qmin, qmax).reshape(w.shape).to(w.dtype)
+
+
+def fake_quantize_reference(
+    w: torch.Tensor,
+    log_scale: torch.Tensor,
+    bits: int,
+    group_size: int,
+    scale_dtype: torch.dtype | None = torch.float16,
+) -> torch.Tensor:
+    """:func:`fake_quantize` written as plain autograd ops (the oracle its fused form is tested against)."""
+    qmin, qmax = qrange(bits)
+    s = scales_from_log(log_scale, w.shape[0], scale_dtype).unsqueeze(-1)
     wg = group_view(w.float(), group_size)
     q = torch.clamp(round_ste(wg / s), qmin, qmax)
     return (q * s).reshape(w.shape).to(w.dtype)

@@ -13,7 +13,12 @@
 // Ops (namespace grace_native):
 //   w8_linear(x (M,K) float, q int8 (N,K), s f32 (N,G), bias?) -> (M,N) in x's dtype
 //   w4_linear(x (M,K) float, qweight int32 (K,N/8), sp f32, zp f32, inv_perm int64 (N), bias?)
+//   lsq_forward(w f32 (R,G,gs), s f32 (R,G,1), qmin, qmax) -> clamp(round(w/s), qmin, qmax) * s
+//   lsq_backward(g, w, s, qmin, qmax) -> (dL/dw, dL/ds): the LSQ straight-through gradients
 //   isa() -> 512 if the AVX-512 paths were compiled in, else 0.
+// The lsq ops are QAT's fake quantization fused into one pass each way (torch needs ~4 passes
+// forward and ~10 backward over the weights); values are bit-identical to the torch composition
+// (IEEE division, round-half-to-even, fp32 product), gradients equal up to summation order.
 // Large M (prefill) dequantises chunks of the weight into x's dtype and calls ATen's GEMM, which
 // is compute-bound there and beats any GEMV-style loop.
 #include <ATen/ATen.h>
@@ -21,6 +26,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
+#include <tuple>
 #include <cstring>
 #include <cstdint>
 #include <vector>
@@ -420,6 +427,96 @@ at::Tensor w4_linear(const at::Tensor& x, const at::Tensor& qweight, const at::T
   return finish(yp.index_select(1, inv_perm), x, bias);
 }
 
+// ------------------------------------------------------------------------------------------------
+// LSQ fake quantization (training): w and g are (R, G, gs) fp32, s is one scale per group.
+// ------------------------------------------------------------------------------------------------
+void check_lsq(const at::Tensor& w, const at::Tensor& s, const char* op) {
+  TORCH_CHECK(w.dim() == 3 && w.scalar_type() == at::kFloat && w.is_contiguous() && w.device().is_cpu(), op,
+              ": w must be contiguous fp32 (R, G, gs) on the CPU, got ", w.sizes(), " ", w.scalar_type());
+  TORCH_CHECK(s.scalar_type() == at::kFloat && s.is_contiguous() && s.numel() == w.size(0) * w.size(1), op,
+              ": s must be contiguous fp32 with one scale per group");
+}
+
+int64_t lsq_grain(int64_t gs) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(gs, 1)); }
+
+at::Tensor lsq_forward(const at::Tensor& w, const at::Tensor& s, int64_t qmin, int64_t qmax) {
+  check_lsq(w, s, "lsq_forward");
+  at::Tensor out = at::empty_like(w);
+  const int64_t n = w.size(0) * w.size(1), gs = w.size(2);
+  const float* wp = w.data_ptr<float>();
+  const float* sp = s.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const float lo = float(qmin), hi = float(qmax);
+  at::parallel_for(0, n, lsq_grain(gs), [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      const float sc = sp[k];
+      const float* wi = wp + k * gs;
+      float* oi = op + k * gs;
+      int64_t j = 0;
+#if GRACE_AVX512
+      const __m512 vs = _mm512_set1_ps(sc), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+      for (; j + 16 <= gs; j += 16) {
+        __m512 r = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(wi + j), vs),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm512_min_ps(vhi, _mm512_max_ps(vlo, r));  // operand order keeps NaN, as torch.clamp does
+        _mm512_storeu_ps(oi + j, _mm512_mul_ps(r, vs));
+      }
+#endif
+      for (; j < gs; ++j) oi[j] = std::min(std::max(std::nearbyint(wi[j] / sc), lo), hi) * sc;
+    }
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> lsq_backward(const at::Tensor& g, const at::Tensor& w, const at::Tensor& s,
+                                                int64_t qmin, int64_t qmax) {
+  check_lsq(w, s, "lsq_backward");
+  at::Tensor gc = g.to(at::kFloat).contiguous();
+  TORCH_CHECK(gc.sizes() == w.sizes(), "lsq_backward: g must have w's shape");
+  at::Tensor gw = at::empty_like(w);
+  at::Tensor gsc = at::empty(s.sizes(), s.options());
+  const int64_t n = w.size(0) * w.size(1), gs = w.size(2);
+  const float* wp = w.data_ptr<float>();
+  const float* gp = gc.data_ptr<float>();
+  const float* sp = s.data_ptr<float>();
+  float* gwp = gw.data_ptr<float>();
+  float* gsp = gsc.data_ptr<float>();
+  const float lo = float(qmin), hi = float(qmax);
+  at::parallel_for(0, n, lsq_grain(gs), [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      const float sc = sp[k];
+      const float* wi = wp + k * gs;
+      const float* gi = gp + k * gs;
+      float* oi = gwp + k * gs;
+      float acc = 0.f;
+      int64_t j = 0;
+#if GRACE_AVX512
+      const __m512 vs = _mm512_set1_ps(sc), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+      __m512 vacc = _mm512_setzero_ps();
+      for (; j + 16 <= gs; j += 16) {
+        const __m512 v = _mm512_div_ps(_mm512_loadu_ps(wi + j), vs);
+        const __m512 r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __mmask16 in = _mm512_cmp_ps_mask(r, vlo, _CMP_GE_OQ) & _mm512_cmp_ps_mask(r, vhi, _CMP_LE_OQ);
+        const __m512 gv = _mm512_loadu_ps(gi + j);
+        _mm512_storeu_ps(oi + j, _mm512_maskz_mov_ps(in, gv));
+        // t = r - v inside the code range, the clamped code outside it
+        const __m512 t = _mm512_mask_sub_ps(_mm512_min_ps(vhi, _mm512_max_ps(vlo, r)), in, r, v);
+        vacc = _mm512_fmadd_ps(gv, t, vacc);
+      }
+      acc = _mm512_reduce_add_ps(vacc);
+#endif
+      for (; j < gs; ++j) {
+        const float v = wi[j] / sc, r = std::nearbyint(v);
+        const bool in = r >= lo && r <= hi;
+        oi[j] = in ? gi[j] : 0.f;
+        acc += gi[j] * (in ? r - v : std::min(std::max(r, lo), hi));
+      }
+      gsp[k] = acc;
+    }
+  });
+  return {gw, gsc};
+}
+
 int64_t isa() { return GRACE_AVX512 ? 512 : 0; }
 
 }  // namespace
@@ -427,12 +524,16 @@ int64_t isa() { return GRACE_AVX512 ? 512 : 0; }
 TORCH_LIBRARY(grace_native, m) {
   m.def("w8_linear(Tensor x, Tensor q, Tensor s, Tensor? bias) -> Tensor");
   m.def("w4_linear(Tensor x, Tensor qweight, Tensor sp, Tensor zp, Tensor inv_perm, Tensor? bias) -> Tensor");
+  m.def("lsq_forward(Tensor w, Tensor s, int qmin, int qmax) -> Tensor");
+  m.def("lsq_backward(Tensor g, Tensor w, Tensor s, int qmin, int qmax) -> (Tensor, Tensor)");
   m.def("isa() -> int");
 }
 
 TORCH_LIBRARY_IMPL(grace_native, CPU, m) {
   m.impl("w8_linear", &w8_linear);
   m.impl("w4_linear", &w4_linear);
+  m.impl("lsq_forward", &lsq_forward);
+  m.impl("lsq_backward", &lsq_backward);
 }
 
 TORCH_LIBRARY_IMPL(grace_native, CompositeExplicitAutograd, m) { m.impl("isa", &isa); }
