@@ -36,6 +36,7 @@ Invariants, and why they hold:
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import time
@@ -286,6 +287,9 @@ def _train(cfg, student, teacher, dataset, collate_fn, tokenizer, processor, sav
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(lr_factor, total=total, warmup=warmup, kind=cfg.lr_schedule, min_ratio=cfg.min_lr_ratio))
 
+    # A sharding engine (FSDP, DeepSpeed ZeRO) leaves no rank holding the whole student, so the
+    # final bake-and-save works on a parameter-free skeleton filled from the gathered state dict.
+    skeleton = meta_skeleton(student) if _shards_parameters(acc) else None
     model, optimizer = acc.prepare(student, optimizer)
     controller = IBController(cfg.ib_tau, cfg.ib_eta, cfg.beta_init, cfg.beta_min, cfg.beta_max, cfg.ib_ema_decay) \
         if cfg.distill else None
@@ -430,10 +434,10 @@ def _train(cfg, student, teacher, dataset, collate_fn, tokenizer, processor, sav
     if all_skipped.total:
         acc.print(f"data: {all_skipped.summary()}")
 
-    unwrapped = acc.unwrap_model(model)
+    unwrapped = _full_student(acc, model, skeleton)  # None on ranks other than the main one when sharded
     model_dir = None
     if cfg.save_final:
-        if cfg.quantized:
+        if cfg.quantized and unwrapped is not None:
             bake(unwrapped)
         model_dir = out / MODEL_DIR
         if acc.is_main_process:
@@ -445,6 +449,55 @@ def _train(cfg, student, teacher, dataset, collate_fn, tokenizer, processor, sav
     return TrainResult(output_dir=out, model_dir=model_dir, steps=total,
                        beta=controller.beta if controller is not None else None, last=record,
                        skipped=all_skipped.counts(), log_path=log_path, model=unwrapped)
+
+
+def _shards_parameters(acc) -> bool:
+    """Whether the engine splits parameters across ranks (FSDP, DeepSpeed), so no rank has them all."""
+    from accelerate.utils import DistributedType
+
+    return acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def meta_skeleton(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters live on the meta device (no memory), buffers real.
+
+    Taken before a sharding engine rewrites the module; :func:`fill_skeleton` later loads the
+    gathered full state dict into it. Parameters shared between submodules stay shared.
+    """
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+            for p in module.parameters()}
+    skeleton = copy.deepcopy(module, memo)
+    for m in skeleton.modules():  # the gathered state arrives on the CPU: keep the buffers beside it
+        for name, buf in m._buffers.items():
+            if buf is not None:
+                m._buffers[name] = buf.cpu()
+    return skeleton
+
+
+def fill_skeleton(skeleton: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Load a full state dict into a :func:`meta_skeleton` (by assignment), re-tying shared weights."""
+    missing, unexpected = skeleton.load_state_dict(state, strict=False, assign=True)
+    tied = getattr(skeleton, "tie_weights", None)
+    if tied is not None:
+        tied()
+    still_meta = [n for n, p in skeleton.named_parameters() if p.is_meta]
+    if still_meta or unexpected:
+        raise GraceError(f"gathering the trained student: parameters not in the gathered state dict {still_meta[:5]}"
+                         f", unexpected keys {list(unexpected)[:5]} ({len(missing)} missing in all)")
+    return skeleton
+
+
+def _full_student(acc, model, skeleton: nn.Module | None) -> nn.Module | None:
+    """The trained student as one ordinary module: unwrapped (DDP, one process) or gathered (sharded).
+
+    Sharded: every rank takes part in the gather (a collective); only the main rank gets a module.
+    """
+    if skeleton is None:
+        return acc.unwrap_model(model)
+    state = acc.get_state_dict(model, unwrap=True)
+    if not acc.is_main_process:
+        return None
+    return fill_skeleton(skeleton, {k: v.detach().cpu() for k, v in state.items()})
 
 
 def _pack_final(model_dir: Path, cfg: TrainConfig) -> Path:
