@@ -329,6 +329,29 @@ def test_multi_turn_conversations(tmp_path):
         assert sum("<image>" in t["value"] for t in turns) == 1 and turns[0]["value"].startswith("<image>\n")
 
 
+def test_train_captions_describe_every_object(tmp_path):
+    cfg = SMALL.replace(n_train_images=8, n_val_images=2, n_test_images=2, train_captions=True)
+    info = generate_world(cfg, tmp_path, progress=False)
+    convs = json.loads(Path(info["train"]["conversations"]).read_text())
+    caps = [c for c in convs if c["id"].endswith("_caption")]
+    assert len(caps) == 8 and len(convs) == 8 * (cfg.questions_per_image + 1)
+    scenes = read_jsonl(tmp_path / "train_scenes.jsonl")
+    for c, sc in zip(caps, scenes, strict=True):
+        assert c["image"] == sc["image"]
+        human, gpt = c["conversations"]
+        assert human["value"] == "<image>\nDescribe the image."
+        objs = sorted(sc["objects"], key=lambda o: o["cell"])
+        assert gpt["value"] == " and ".join(f"a {o['color']} {o['shape']} in the {o['position']}" for o in objs)
+    # Only the training split is captioned; the evaluation files do not change.
+    assert not any("Describe" in q["text"] for q in read_jsonl(tmp_path / "test_questions.jsonl"))
+    val = json.loads((tmp_path / "val.json").read_text())
+    assert not any(c["id"].endswith("_caption") for c in val)
+    # Every caption word is in the tokenizer corpus.
+    vocab = set().union(*map(_words, corpus(cfg)))
+    assert all(_words(c["conversations"][1]["value"]) <= vocab for c in caps)
+    assert "Describe the image." not in corpus(SMALL)
+
+
 # ---- corpus -------------------------------------------------------------------------------------
 def _words(text: str) -> set[str]:
     return set(re.findall(r"\w+|[^\w\s]", text))
@@ -370,11 +393,21 @@ def test_config_round_trip_and_validation():
                        ({"colors": ("red",)}, "colors"), ({"max_objects": 10}, "max_objects"),
                        ({"image_size": 12}, "image_size"), ({"mc_fraction": 1.5}, "mc_fraction"),
                        ({"n_test_images": 0}, "n_test_images"), ({"categories": ("size",)}, "categories"),
-                       ({"n_train_images": -1}, "n_train_images"), ({"n_options": 9}, "n_options")]:
+                       ({"n_train_images": -1}, "n_train_images"), ({"n_options": 9}, "n_options"),
+                       ({"sizes": ("huge",)}, "sizes"), ({"sizes": ()}, "sizes")]:
         with pytest.raises(WorldConfigError, match=field):
             WorldConfig(**bad)
     with pytest.raises(WorldConfigError, match="unknown"):
         WorldConfig.from_dict({"seed": 1, "colour": "red"})
+
+
+def test_sizes_restrict_the_drawn_object_sizes():
+    rng = random.Random(5)
+    cfg = WorldConfig(sizes=("large",))
+    sizes = {o.size for _ in range(200) for o in sample_scene(cfg, rng).objects}
+    assert sizes == {"large"}
+    both = {o.size for _ in range(200) for o in sample_scene(WorldConfig(), rng).objects}
+    assert both == {"small", "large"}
 
 
 def test_scene_space_exhaustion_is_a_clear_error(tmp_path):

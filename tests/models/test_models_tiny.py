@@ -52,6 +52,33 @@ def test_tiny_sizes(family):
                                                   strict=True))
 
 
+def test_tiny_llava_overrides_resize_the_towers():
+    from PIL import Image
+
+    from grace.models import encode_example
+
+    vlm = make_tiny("llava", vision={"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4,
+                                     "patch_size": 16}, text={"num_hidden_layers": 3})
+    cfg = vlm.model.config
+    assert cfg.vision_config.hidden_size == 128 and cfg.vision_config.patch_size == 16
+    assert cfg.image_seq_length == 4 and cfg.text_config.num_hidden_layers == 3
+    img = Image.new("RGB", (32, 32), (200, 30, 30))
+    ex = encode_example(vlm, vlm.tokenizer, vlm.processor, [{"from": "human", "value": "<image>\nred?"},
+                                                            {"from": "gpt", "value": "yes"}], img)
+    assert int((ex["input_ids"] == vlm.image_token_id).sum()) == 4
+    with torch.no_grad():
+        out = vlm.model(input_ids=ex["input_ids"][None], pixel_values=ex["pixel_values"])
+    assert out.logits.shape[1] == ex["input_ids"].numel()
+    with pytest.raises(ValueError, match="patch_width"):
+        make_tiny("llava", vision={"patch_width": 4})
+    with pytest.raises(ValueError, match="divide"):
+        make_tiny("llava", vision={"patch_size": 12})
+    with pytest.raises(ValueError, match="hidden"):
+        make_tiny("llava", text={"hidden": 4})
+    with pytest.raises(ValueError, match="LLaVA only"):
+        make_tiny("qwen3vl", vision={"patch_size": 16})
+
+
 def test_original_key_mapping_known_answers():
     cases = {
         "model.embed_tokens.weight": "model.language_model.embed_tokens.weight",

@@ -32,10 +32,30 @@ _TEXT = {
 }
 
 
-def _llava_config(tokenizer, size: str):
+# The tiny LLaVA's CLIP tower; :func:`make_tiny` takes overrides (the quickstart uses a wider tower
+# with patch 16, one image token per grid cell of its synthetic world).
+LLAVA_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, patch_size=8,
+                    feature_layer=-2)
+
+
+def _text_size(size: str, text: dict | None) -> dict:
+    t = dict(_TEXT[size], **(text or {}))
+    unknown = set(t) - set(_TEXT[size])
+    if unknown:
+        raise ValueError(f"unknown tiny language-model field(s) {sorted(unknown)}; known: {sorted(_TEXT[size])}")
+    return t
+
+
+def _llava_config(tokenizer, size: str, vision: dict | None = None, text: dict | None = None):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
-    t = _TEXT[size]
+    t = _text_size(size, text)
+    v = dict(LLAVA_VISION, **(vision or {}))
+    unknown = set(v) - set(LLAVA_VISION)
+    if unknown:
+        raise ValueError(f"unknown tiny LLaVA vision field(s) {sorted(unknown)}; known: {sorted(LLAVA_VISION)}")
+    if LLAVA_IMAGE % v["patch_size"]:
+        raise ValueError(f"vision patch_size must divide the {LLAVA_IMAGE} px image; got {v['patch_size']}")
     text = LlamaConfig(
         vocab_size=len(tokenizer),
         num_key_value_heads=t["num_attention_heads"],
@@ -48,17 +68,18 @@ def _llava_config(tokenizer, size: str):
         pad_token_id=tokenizer.pad_token_id,
         **t,
     )
-    vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=LLAVA_IMAGE, patch_size=8, projection_dim=64, hidden_act="quick_gelu",
-                              layer_norm_eps=1e-5)
+    vision_cfg = CLIPVisionConfig(hidden_size=v["hidden_size"], intermediate_size=v["intermediate_size"],
+                                  num_hidden_layers=v["num_hidden_layers"], num_attention_heads=v["num_attention_heads"],
+                                  image_size=LLAVA_IMAGE, patch_size=v["patch_size"], projection_dim=v["hidden_size"],
+                                  hidden_act="quick_gelu", layer_norm_eps=1e-5)
     return LlavaConfig(
         text_config=text,
-        vision_config=vision,
+        vision_config=vision_cfg,
         image_token_index=len(tokenizer),  # one past the vocabulary, as for the original 32000 vocab
         projector_hidden_act="gelu",
         vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-        image_seq_length=(LLAVA_IMAGE // 8) ** 2,
+        vision_feature_layer=v["feature_layer"],
+        image_seq_length=(LLAVA_IMAGE // v["patch_size"]) ** 2,
         multimodal_projector_bias=True,
         tie_word_embeddings=False,
     )
@@ -96,13 +117,21 @@ def tiny_tokenizer(family: str):
     return llava_tokenizer() if F.get_family(family).name == "llava" else qwen_tokenizer()
 
 
-def make_tiny(family: str, size: str = "student", seed: int = 0, tokenizer=None) -> VLM:
-    """A random-initialised tiny VLM of the real transformers architecture (fp32, eval mode)."""
+def make_tiny(family: str, size: str = "student", seed: int = 0, tokenizer=None, vision: dict | None = None,
+              text: dict | None = None) -> VLM:
+    """A random-initialised tiny VLM of the real transformers architecture (fp32, eval mode).
+
+    ``vision`` overrides fields of the tiny LLaVA's CLIP tower (:data:`LLAVA_VISION`) and ``text``
+    those of the language model's size (hidden_size, intermediate_size, num_hidden_layers,
+    num_attention_heads); both LLaVA only.
+    """
     fam = F.get_family(family)
     if size not in _TEXT:
         raise ValueError(f"size must be 'student' or 'teacher'; got {size!r}")
     tok = tokenizer if tokenizer is not None else tiny_tokenizer(fam.name)
-    config = _llava_config(tok, size) if fam.name == "llava" else _qwen_config(tok, size)
+    if (vision or text) and fam.name != "llava":
+        raise ValueError("make_tiny(vision=..., text=...) overrides apply to the tiny LLaVA only")
+    config = _llava_config(tok, size, vision, text) if fam.name == "llava" else _qwen_config(tok, size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = fam.model_class()(config)

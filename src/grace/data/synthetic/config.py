@@ -61,6 +61,7 @@ SIZES: tuple[str, ...] = ("small", "large")
 SHORT_SUFFIX = "\nAnswer the question using a single word or phrase."
 MC_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 OPTION_LETTERS = "ABCDE"
+CAPTION_PROMPT = "Describe the image."
 
 
 class WorldConfigError(GraceError, ValueError):
@@ -79,6 +80,8 @@ class WorldConfig:
     image_size / grid:   square canvas in pixels, cut into grid x grid cells (2 or 3); each object
                          sits in its own cell. 48 px with a 3x3 grid keeps a small shape ~8 px.
     min/max_objects:     objects per scene (the count answers range over 0..max_objects).
+    sizes:               object sizes drawn from ("small", "large"); a large shape nearly fills
+                         its cell (little jitter), a small one is half a cell and moves around it.
     shapes / colors:     the vocabulary in play (subsets of SHAPE_PLURALS / PALETTE).
     categories:          question categories enabled (subset of CATEGORIES).
     mc_fraction:         share of colour/shape/count/position questions asked as multiple choice.
@@ -90,6 +93,11 @@ class WorldConfig:
     max_distractors:     up to this many 1-pixel grey dots per image (clutter that is not an object).
     train_multi_turn:    False: one single-turn conversation per question (simplest for a tiny
                          model); True: one conversation per image holding all its QA turns.
+    train_captions:      also give every training image a caption conversation ("Describe the
+                         image." -> "a red circle in the top left and a blue square in the bottom
+                         right"), the dense object-by-object supervision of LLaVA's caption
+                         pre-training; it is what lets a from-scratch vision tower learn to see
+                         here. Evaluation splits never hold captions.
     """
 
     seed: int = 0
@@ -101,6 +109,7 @@ class WorldConfig:
     grid: int = 3
     min_objects: int = 1
     max_objects: int = 4
+    sizes: tuple[str, ...] = SIZES
     shapes: tuple[str, ...] = ("circle", "square", "triangle", "cross")
     colors: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
     categories: tuple[str, ...] = CATEGORIES
@@ -110,10 +119,11 @@ class WorldConfig:
     noise: int = 6
     max_distractors: int = 3
     train_multi_turn: bool = False
+    train_captions: bool = False
     version: int = field(default=WORLD_VERSION)
 
     def __post_init__(self) -> None:
-        for name in ("shapes", "colors", "categories"):
+        for name in ("sizes", "shapes", "colors", "categories"):
             value = getattr(self, name)
             if isinstance(value, str) or not hasattr(value, "__iter__"):
                 raise WorldConfigError(f"WorldConfig.{name} must be a list of names; got {value!r}")
@@ -149,6 +159,8 @@ class WorldConfig:
         if bad or len(set(self.colors)) != len(self.colors) or len(self.colors) < 2:
             raise WorldConfigError(f"WorldConfig.colors must be >= 2 distinct names from "
                                    f"{sorted(PALETTE)}; got {list(self.colors)}")
+        if not self.sizes or len(set(self.sizes)) != len(self.sizes) or any(z not in SIZES for z in self.sizes):
+            raise WorldConfigError(f"WorldConfig.sizes must be distinct names from {list(SIZES)}; got {list(self.sizes)}")
         bad = [c for c in self.categories if c not in CATEGORIES]
         if bad or not self.categories or len(set(self.categories)) != len(self.categories):
             raise WorldConfigError(f"WorldConfig.categories must be distinct names from {list(CATEGORIES)}; "
@@ -193,7 +205,7 @@ class WorldConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for name in ("shapes", "colors", "categories"):
+        for name in ("sizes", "shapes", "colors", "categories"):
             d[name] = list(d[name])
         return d
 

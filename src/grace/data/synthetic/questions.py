@@ -21,6 +21,7 @@ import random
 from dataclasses import dataclass, field
 
 from grace.data.synthetic.config import (
+    CAPTION_PROMPT,
     MC_SUFFIX,
     OPTION_LETTERS,
     SHAPE_PLURALS,
@@ -248,6 +249,16 @@ def _template_params(template: str, cfg: WorldConfig) -> list[dict]:
     return [{}]
 
 
+def caption(scene: Scene, grid: int) -> str:
+    """The scene's caption: every object as "a {colour} {shape} in the {position}", in reading order."""
+    objs = sorted(scene.objects, key=lambda o: o.cell)
+    return " and ".join(_caption_phrase(o.color, o.shape, o.position(grid)) for o in objs)
+
+
+def _caption_phrase(color: str, shape: str, position: str) -> str:
+    return f"a {color} {shape} in the {position}"
+
+
 def corpus(cfg: WorldConfig | None = None) -> list[str]:
     """Every question sentence, suffix, option line and answer the world can emit (sorted, unique).
 
@@ -264,4 +275,8 @@ def corpus(cfg: WorldConfig | None = None) -> list[str]:
             n = min(cfg.n_options, len(vocab))
             lines.update(OPTION_LETTERS[:n])
             lines.update(f"{OPTION_LETTERS[i]}. {v}" for i in range(n) for v in vocab)
+    if cfg.train_captions:
+        lines.add(CAPTION_PROMPT)
+        lines.update(_caption_phrase(c, s, p) for c in cfg.colors for s in cfg.shapes for p in cfg.positions)
+        lines.add("and")
     return sorted(lines)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from grace.data.synthetic.config import PALETTE, POSITION_NAMES, SIZES, WorldConfig
+from grace.data.synthetic.config import PALETTE, POSITION_NAMES, WorldConfig
 from grace.errors import GraceError
 
 SUPERSAMPLE = 4
@@ -101,7 +101,7 @@ def sample_scene(cfg: WorldConfig, rng: random.Random) -> Scene:
     cell_px = cfg.image_size / cfg.grid
     objects = []
     for cell, (color, shape) in zip(cells, pairs, strict=True):
-        size = rng.choice(SIZES)
+        size = rng.choice(cfg.sizes)
         d = SIZE_FRACTION[size] * cell_px
         row, col = divmod(cell, cfg.grid)
         # Leave >= 1 px between the shape and the cell border after snapping to a pixel centre.

@@ -9,7 +9,8 @@ Layout (``out_dir`` is also the image folder every ``image`` path is relative to
 
     world.json                        manifest: config, fingerprint, files, counts, answer prior
     images/{train,val,test}/000123.png
-    train.json, val.json              LLaVA / ShareGPT4V conversations (training, validation loss)
+    train.json, val.json              LLaVA / ShareGPT4V conversations (training, validation loss);
+                                      with train_captions, train.json also holds one caption per image
     val_questions.jsonl, test_questions.jsonl      {"question_id","image","text","category","kind"}
     val_annotations.jsonl, test_annotations.jsonl  {"question_id","answer"}
     {split}_scenes.jsonl              scene records + question provenance (template, params)
@@ -31,8 +32,15 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from grace.data.synthetic.config import CATEGORIES, SPLITS, WORLD_VERSION, WorldConfig, WorldConfigError
-from grace.data.synthetic.questions import NEGATIVE_TYPES, Question, ask
+from grace.data.synthetic.config import (
+    CAPTION_PROMPT,
+    CATEGORIES,
+    SPLITS,
+    WORLD_VERSION,
+    WorldConfig,
+    WorldConfigError,
+)
+from grace.data.synthetic.questions import NEGATIVE_TYPES, Question, ask, caption
 from grace.data.synthetic.scene import Scene, render, sample_split
 from grace.errors import GraceError
 
@@ -90,6 +98,12 @@ def plan_questions(scenes: list[Scene], cfg: WorldConfig, split: str) -> list[li
             qs.append(question)
         out.append(qs)
     return out
+
+
+def _caption_conversation(split: str, index: int, scene: Scene, grid: int) -> dict:
+    return {"id": f"{split}_{index:06d}_caption", "image": image_path(split, index),
+            "conversations": [{"from": "human", "value": "<image>\n" + CAPTION_PROMPT},
+                              {"from": "gpt", "value": caption(scene, grid)}]}
 
 
 def _conversations(split: str, index: int, qs: list[Question], multi_turn: bool) -> list[dict]:
@@ -273,6 +287,8 @@ def generate_world(cfg: WorldConfig, out_dir: str | os.PathLike, *, overwrite: b
                 qid += 1
             scene_rows.append({"image": img, "index": i, **scene.to_dict(cfg.grid), "questions": prov})
             conv_rows.extend(_conversations(split, i, qs, cfg.train_multi_turn))
+            if split == "train" and cfg.train_captions:
+                conv_rows.append(_caption_conversation(split, i, scene, cfg.grid))
         _dump_jsonl(root / files["scenes"], scene_rows)
         if "conversations" in files:
             _dump_json_list(root / files["conversations"], conv_rows)
