@@ -124,7 +124,7 @@ def _train_dataset(world_dir: Path, world_key: str, tok_key: str, vlm) -> _Encod
 
     from grace.models import encode_example
 
-    k = world_key + tok_key
+    k = f"{world_key}{tok_key}:{getattr(vlm.model.config, 'image_seq_length', '')}"  # tokens per image
     if k not in _ENCODED:
         recs = json.loads((world_dir / "train.json").read_text())
         cache: dict[str, Any] = {}
@@ -306,10 +306,10 @@ def _run_seed(out: Path, cfg: QuickConfig, s: int, world_dir: Path, wkey: str, t
         return ds_holder["ds"]
 
     # -- teacher and dense student ------------------------------------------------------------
-    t_key = digest("teacher", tkey, s, cfg.batch, cfg.teacher_steps, cfg.teacher_lr)
+    t_key = digest("teacher", tkey, s, cfg.batch, cfg.teacher_steps, cfg.teacher_lr, cfg.vision, cfg.teacher_text)
 
     def build_teacher(d: Path) -> dict:
-        vlm = make_tiny("llava", size="teacher", seed=s, tokenizer=tok)
+        vlm = make_tiny("llava", size="teacher", seed=s, tokenizer=tok, vision=cfg.vision, text=cfg.teacher_text)
         return _train_model(d, mode="sft", student=vlm.model, teacher=None, ds=dataset(vlm), tok=tok,
                             proc=vlm.processor, steps=cfg.teacher_steps, lr=cfg.teacher_lr, seed=s,
                             batch=cfg.batch, freeze=[])
@@ -320,7 +320,7 @@ def _run_seed(out: Path, cfg: QuickConfig, s: int, world_dir: Path, wkey: str, t
     s_key = digest("student", t_key, cfg.student_steps, cfg.student_lr)
 
     def build_student(d: Path) -> dict:
-        vlm = make_tiny("llava", size="student", seed=s + 1000, tokenizer=tok)
+        vlm = make_tiny("llava", size="student", seed=s + 1000, tokenizer=tok, vision=cfg.vision)
         teacher = _load(models["teacher"]["dir"], dtype=torch.float32).model
         return _train_model(d, mode="kd", student=vlm.model, teacher=teacher, ds=dataset(vlm), tok=tok,
                             proc=vlm.processor, steps=cfg.student_steps, lr=cfg.student_lr, seed=s,
