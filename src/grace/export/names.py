@@ -15,67 +15,25 @@ Three name spaces (FORMATS.md §4-5, notes/llava-qwen3vl-loading.md §1.3):
   which are also what transformers writes and the published Qwen3-VL checkpoints use.
 
 Every function maps one key and returns ``None`` for a key to drop (computed buffers such as
-``rotary_emb.inv_freq``; the CLIP text tower).
+``rotary_emb.inv_freq``; the CLIP text tower). The per-layout renamings live in
+:mod:`grace.formats.names`; this module composes them for export and adds the ignore-list patterns.
 """
 
 from __future__ import annotations
 
 import re
 
-_COMPUTED = re.compile(r"(^|\.)(rotary_emb\.inv_freq|original_inv_freq|position_ids)$")
-
-LM_PREFIX = "model.language_model."
-EMBED_KEY = "model.language_model.embed_tokens.weight"
-LM_HEAD_KEY = "lm_head.weight"
-EMBEDDED_CLIP = "model.vision_tower.vision_tower."  # self-trained original LLaVA checkpoints
-
-
-def llava_original_to_runtime(key: str) -> str | None:
-    """haotian-liu/LLaVA key -> runtime key; the embedded CLIP copy is dropped (the CLIP dir is used)."""
-    if _COMPUTED.search(key) or key.startswith("model.vision_tower."):
-        return None
-    if key.startswith("lm_head."):
-        return key
-    m = re.match(r"model\.mm_projector\.(0|2)\.(.+)$", key)
-    if m:
-        return f"model.multi_modal_projector.linear_{1 if m.group(1) == '0' else 2}.{m.group(2)}"
-    for part in ("embed_tokens.", "layers.", "norm."):
-        if key.startswith("model." + part):
-            return LM_PREFIX + key[len("model."):]
-    return key  # unknown: the meta-model check reports it by name
-
-
-def llava_hf_to_runtime(key: str) -> str | None:
-    """Any transformers Llava key (runtime, 5.x legacy save, 4.x) -> runtime key."""
-    if _COMPUTED.search(key):
-        return None
-    if key.startswith("language_model.model."):
-        return LM_PREFIX + key[len("language_model.model."):]
-    if key.startswith("language_model.lm_head."):
-        return key[len("language_model."):]
-    if key.startswith("vision_tower.vision_model."):
-        return "model.vision_tower." + key[len("vision_tower.vision_model."):]
-    if key.startswith("model.vision_tower.vision_model."):
-        return "model.vision_tower." + key[len("model.vision_tower.vision_model."):]
-    if key.startswith(("vision_tower.", "multi_modal_projector.")):
-        return "model." + key
-    return key
-
-
-def qwen3vl_to_runtime(key: str) -> str | None:
-    """Qwen3-VL keys are runtime names already (transformers writes them as they are)."""
-    return None if _COMPUTED.search(key) else key
-
-
-def clip_to_runtime(key: str) -> str | None:
-    """A CLIP directory key (``CLIPModel`` or ``CLIPVisionModel``, 4.x or 5.x) -> ``model.vision_tower.*``."""
-    if _COMPUTED.search(key):
-        return None
-    if key.startswith("vision_model."):
-        return "model.vision_tower." + key[len("vision_model."):]
-    if key.startswith(("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")):
-        return "model.vision_tower." + key
-    return None  # text tower, projections, logit_scale
+from grace.formats.names import (  # noqa: F401 - re-exported for the exporter
+    EMBED_KEY,
+    EMBEDDED_CLIP,
+    LM_HEAD_KEY,
+    LM_PREFIX,
+    clip_to_runtime,
+    llava_hf_to_runtime,
+    llava_original_to_runtime,
+    qwen3vl_to_runtime,
+    runtime_to_llava_portable,
+)
 
 
 def to_runtime(family: str, layout: str, key: str) -> str | None:
@@ -92,18 +50,8 @@ def module_to_runtime(family: str, layout: str, name: str) -> str:
 
 
 def runtime_to_written(family: str, key: str) -> str:
-    """Runtime key -> the key written to the export (see the module docstring)."""
-    if family != "llava":
-        return key
-    if key.startswith(LM_PREFIX):
-        return "language_model.model." + key[len(LM_PREFIX):]
-    if key.startswith("lm_head."):
-        return "language_model." + key
-    if key.startswith("model.vision_tower."):
-        return "vision_tower.vision_model." + key[len("model.vision_tower."):]
-    if key.startswith("model.multi_modal_projector."):
-        return key[len("model."):]
-    return key
+    """Runtime key -> the key written to the export: llava-hf portable names for Llava, as is for Qwen3-VL."""
+    return runtime_to_llava_portable(key) if family == "llava" else key
 
 
 # Coarse "not quantized" patterns per family, tried first when building ignore lists. Each is

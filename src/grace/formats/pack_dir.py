@@ -34,6 +34,7 @@ from grace import numerics
 from grace.formats import awq_gemm
 from grace.formats.checkpoint import INDEX_FILE, CheckpointDir
 from grace.formats.metadata import METADATA_FILE, FormatError, PackedMetadata
+from grace.formats.names import legacy_module_names
 from grace.formats.qat_sidecar import SIDECAR_BIN, SIDECAR_SAFETENSORS, module_bits, open_sidecar
 from grace.formats.shards import ProgressBar, ShardWriter
 
@@ -191,17 +192,13 @@ def pack_checkpoint(src: str | Path, dst: str | Path, *, bits: int | None = None
                       bytes_after, max_err, time.perf_counter() - t0, overrides)
 
 
-# Known renamings between runtime module names and the keys transformers 5 writes for Llava.
-_NAME_VARIANTS = (("model.language_model.", "language_model.model."), ("language_model.model.", "model.language_model."))
-
-
 def _weight_name(name: str, index: dict, source) -> str:
     """The module name under which ``name``'s weight is stored in the checkpoint's files."""
     if f"{name}.weight" in index:
         return name
-    for a, b in _NAME_VARIANTS:
-        if name.startswith(a) and f"{b}{name[len(a):]}.weight" in index:
-            return b + name[len(a):]
+    for other in legacy_module_names(name):
+        if f"{other}.weight" in index:
+            return other
     raise FormatError(f"{source}: module {name!r} is absent from the model weights ({name}.weight not found)")
 
 

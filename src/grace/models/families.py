@@ -30,7 +30,6 @@ no token suppression is needed, and training losses see exactly the original sof
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grace.errors import GraceError
+from grace.formats import names as N
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -150,93 +150,15 @@ def install_placeholder_embedding(model: nn.Module) -> bool:
 # Key mappings
 # --------------------------------------------------------------------------------------------
 
-_DROP = re.compile(r"(^|\.)rotary_emb\.inv_freq$|(^|\.)position_ids$|(^|\.)original_inv_freq$")
-
-
-def original_to_runtime(key: str) -> str | None:
-    """Original LLaVA-1.5 key -> transformers 5.23 runtime key (``None`` = drop).
-
-    ``model.vision_tower.vision_tower.vision_model.*`` (an embedded copy of the frozen CLIP that
-    self-trained checkpoints carry) is dropped: like the original loader we take CLIP from the
-    CLIP directory.
-    """
-    if _DROP.search(key) or key.startswith("model.vision_tower."):
-        return None
-    if key.startswith("lm_head."):
-        return key
-    m = re.match(r"model\.mm_projector\.(0|2)\.(.*)$", key)
-    if m:
-        return f"model.multi_modal_projector.linear_{1 if m.group(1) == '0' else 2}.{m.group(2)}"
-    for part in ("embed_tokens.", "layers.", "norm."):
-        if key.startswith("model." + part):
-            return "model.language_model." + key[len("model.") :]
-    return key  # unknown: reported by the loader as unexpected
-
-
-def runtime_to_original(key: str) -> str | None:
-    """Runtime key -> original LLaVA-1.5 key (``None`` for the vision tower: it lives in the CLIP dir)."""
-    if key.startswith("model.vision_tower."):
-        return None
-    if key.startswith("model.language_model."):
-        return "model." + key[len("model.language_model.") :]
-    m = re.match(r"model\.multi_modal_projector\.linear_(1|2)\.(.*)$", key)
-    if m:
-        return f"model.mm_projector.{0 if m.group(1) == '1' else 2}.{m.group(2)}"
-    return key
-
-
-def clip_to_runtime(key: str) -> str | None:
-    """A CLIP checkpoint key (``CLIPModel``, 4.x or 5.x ``CLIPVisionModel``) -> ``model.vision_tower.*``."""
-    if _DROP.search(key):
-        return None
-    if key.startswith("vision_model."):
-        return "model.vision_tower." + key[len("vision_model.") :]
-    if key.startswith(("text_model.", "text_projection.", "visual_projection.", "logit_scale")):
-        return None
-    if key.startswith(("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")):
-        return "model.vision_tower." + key
-    return None
-
-
-def runtime_to_clip(key: str) -> str | None:
-    """``model.vision_tower.X`` -> ``vision_model.X`` (the key naming of a real CLIP checkpoint)."""
-    if key.startswith("model.vision_tower."):
-        return "vision_model." + key[len("model.vision_tower.") :]
-    return None
-
-
-def llava_hf_to_runtime(key: str) -> str | None:
-    """A transformers Llava checkpoint key (5.x legacy save names, runtime names or 4.x names) -> runtime."""
-    if _DROP.search(key):
-        return None
-    if key.startswith("language_model.lm_head."):
-        return key[len("language_model.") :]
-    if key.startswith("language_model.model."):
-        return "model.language_model." + key[len("language_model.model.") :]
-    if key.startswith("language_model."):
-        return "model." + key
-    if key.startswith("vision_tower.vision_model."):
-        return "model.vision_tower." + key[len("vision_tower.vision_model.") :]
-    if key.startswith(("vision_tower.", "multi_modal_projector.")):
-        return "model." + key
-    return key
-
-
-def runtime_to_llava_hf(key: str) -> str:
-    """Runtime key -> the name transformers 5.23 ``save_pretrained`` writes for Llava."""
-    if key.startswith("lm_head."):
-        return "language_model." + key
-    if key.startswith("model.language_model."):
-        return "language_model.model." + key[len("model.language_model.") :]
-    if key.startswith(("model.vision_tower.", "model.multi_modal_projector.")):
-        return key[len("model.") :]
-    return key
-
-
-def qwen_hf_to_runtime(key: str) -> str | None:
-    if _DROP.search(key):
-        return None
-    return key
+# The key renamings themselves live in grace.formats.names (one home for every layout's names);
+# these are the names the loader and savers have always used.
+original_to_runtime = N.llava_original_to_runtime
+runtime_to_original = N.runtime_to_llava_original
+clip_to_runtime = N.clip_to_runtime
+runtime_to_clip = N.runtime_to_clip
+llava_hf_to_runtime = N.llava_hf_to_runtime
+runtime_to_llava_hf = N.runtime_to_llava_hf
+qwen_hf_to_runtime = N.qwen3vl_to_runtime
 
 
 def to_runtime_fn(family: Family, layout: str):
