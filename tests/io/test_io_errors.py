@@ -10,8 +10,8 @@ import torch
 
 import grace
 from grace.errors import GraceError
+from grace.formats.safetensors import SafetensorsFile, write_safetensors
 from grace.io import save_checkpoint, save_packed
-from grace.io.tensors import SafetensorsFile, write_safetensors
 from grace.models.tiny import make_tiny, write_tiny
 
 

@@ -125,7 +125,7 @@ def test_packed_dir_roundtrip(tmp_path, qat, family, layout, bits):
 
 
 def test_packed_written_from_packed_model_is_identical(tmp_path, qat):
-    from grace.io.tensors import SafetensorsFile
+    from grace.formats.safetensors import SafetensorsFile
 
     v = qat["llava", 4]
     a = save_packed(v, None, None, tmp_path / "a", layout="original")
@@ -148,7 +148,7 @@ def test_packed_layout_is_what_the_lead_reads(tmp_path, qat):
     cfg = json.loads((p / "config.json").read_text())
     assert "quantization_config" not in cfg
     assert cfg["awq_packing"] == {"bits": 4, "group_size": 128, "zero_point": 8, "version": "gemm"}
-    from grace.io.tensors import SafetensorsFile
+    from grace.formats.safetensors import SafetensorsFile
 
     f = SafetensorsFile(p / "model.safetensors")
     q = f.infos["model.layers.0.self_attn.q_proj.qweight"]
@@ -163,7 +163,7 @@ def test_bin_shards_and_bin_only_sidecar(tmp_path, qat):
     """Older LLaVA releases ship pytorch_model-*.bin shards; the published sidecar is .bin only."""
     import json
 
-    from grace.io.tensors import SafetensorsFile, write_sharded
+    from grace.formats.safetensors import SafetensorsFile, write_sharded
 
     v = qat["llava", 4]
     inp = v.prepare(IMG, "What?")

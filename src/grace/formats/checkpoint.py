@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from grace.formats.metadata import METADATA_FILE, FormatError
 from grace.formats.qat_sidecar import SIDECAR_BIN, SIDECAR_SAFETENSORS
+from grace.formats.safetensors import DTYPE_NAMES, SafetensorsFile
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -112,11 +112,7 @@ class CheckpointDir:
         info = self.index().get(name)
         if info is None:
             raise FormatError(f"{self.path}: tensor {name!r} not found in the weight files")
-        try:
-            with safe_open(str(info.file), framework="pt") as f:
-                return f.get_tensor(name)
-        except SafetensorError as e:
-            raise FormatError(f"{info.file}: cannot read tensor {name!r} ({e})") from None
+        return SafetensorsFile(info.file).read(name)
 
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.index().values())
@@ -146,13 +142,6 @@ def _find_weight_files(p: Path) -> list[Path]:
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:
-    """Names, dtypes and shapes of a safetensors file, from its header only."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            out = {}
-            for name in f.keys():
-                sl = f.get_slice(name)
-                out[name] = TensorInfo(path, sl.get_dtype(), tuple(sl.get_shape()))
-            return out
-    except (SafetensorError, OSError) as e:
-        raise FormatError(f"{path}: corrupt safetensors header ({e})") from None
+    """Names, dtypes and shapes of a safetensors file, from its (validated) header only."""
+    return {name: TensorInfo(Path(path), DTYPE_NAMES[i.dtype], i.shape)
+            for name, i in SafetensorsFile(path).infos.items()}

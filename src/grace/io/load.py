@@ -24,7 +24,7 @@ How (the meta way, STYLE.md): the model is built with parameters on the ``meta``
 real computed buffers (``init_empty_weights(include_buffers=False)``: rotary ``inv_freq`` and
 CLIP ``position_ids`` are therefore computed, never left on meta); quantized linears are
 swapped for their modules while still on meta; then each tensor is read from disk on its own
-(:mod:`grace.io.tensors`), checked (shape, dtype) and assigned in place. Nothing dense is built
+(:mod:`grace.formats.safetensors`, :class:`grace.io.tensors.WeightSource`), checked (shape, dtype) and assigned in place. Nothing dense is built
 for a packed model, so peak memory stays close to the packed size. Every inconsistency is one
 :class:`GraceError` naming the file and the tensor or field.
 """
@@ -477,7 +477,7 @@ def _lazy_sidecar(d: Path):
     A QAT checkpoint's sidecar holds a dense copy of every quantized weight; reading it whole
     would double the memory of a QAT -> packed load.
     """
-    from grace.io.tensors import SafetensorsFile
+    from grace.formats.safetensors import SafetensorsFile
 
     p = qat_sidecar.sidecar_path(d)
     if p.suffix == ".safetensors":

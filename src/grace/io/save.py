@@ -42,7 +42,7 @@ from grace.errors import GraceError
 from grace.formats import qat_sidecar
 from grace.formats.awq_gemm import packed_tensor_names
 from grace.formats.metadata import PackedMetadata
-from grace.io.tensors import write_sharded
+from grace.formats.safetensors import write_sharded
 from grace.models import families as F
 from grace.quant.api import bake, packed_modules, qat_modules
 from grace.quant.modules import PackedLinear, QATLinear
