@@ -29,18 +29,16 @@ from grace.formats.names import (  # noqa: F401 - re-exported for the exporter
     LM_HEAD_KEY,
     LM_PREFIX,
     clip_to_runtime,
+    disk_to_runtime,
     llava_hf_to_runtime,
     llava_original_to_runtime,
-    qwen3vl_to_runtime,
     runtime_to_llava_portable,
 )
 
 
 def to_runtime(family: str, layout: str, key: str) -> str | None:
     """Source key -> runtime key for ``family`` (``llava`` / ``qwen3vl``) and ``layout``."""
-    if family == "llava":
-        return llava_original_to_runtime(key) if layout == "original" else llava_hf_to_runtime(key)
-    return qwen3vl_to_runtime(key)
+    return disk_to_runtime(family, layout)(key)
 
 
 def module_to_runtime(family: str, layout: str, name: str) -> str:

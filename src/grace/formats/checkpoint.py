@@ -21,7 +21,7 @@ import torch
 
 from grace.formats.metadata import METADATA_FILE, FormatError
 from grace.formats.qat_sidecar import SIDECAR_BIN, SIDECAR_SAFETENSORS
-from grace.formats.safetensors import DTYPE_NAMES, SafetensorsFile
+from grace.formats.safetensors import DTYPE_NAMES, DTYPES, SafetensorsFile
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -38,11 +38,7 @@ class TensorInfo:
         n = 1
         for d in self.shape:
             n *= d
-        return n * _DTYPE_BYTES.get(self.dtype, 4)
-
-
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+        return n * DTYPES[self.dtype].itemsize
 
 
 @dataclass
@@ -51,6 +47,7 @@ class CheckpointDir:
     config: dict = field(default_factory=dict)
     weight_files: list[Path] = field(default_factory=list)
     _index: dict[str, TensorInfo] | None = None
+    _files: dict[Path, SafetensorsFile] = field(default_factory=dict)  # parsed headers, one per file
 
     @classmethod
     def open(cls, path: str | Path) -> CheckpointDir:
@@ -101,7 +98,7 @@ class CheckpointDir:
         if self._index is None:
             idx: dict[str, TensorInfo] = {}
             for f in self.weight_files:
-                for name, info in read_header(f).items():
+                for name, info in read_header(self._file(f)).items():
                     if name in idx:
                         raise FormatError(f"{f}: tensor {name!r} also appears in {idx[name].file.name}")
                     idx[name] = info
@@ -112,7 +109,12 @@ class CheckpointDir:
         info = self.index().get(name)
         if info is None:
             raise FormatError(f"{self.path}: tensor {name!r} not found in the weight files")
-        return SafetensorsFile(info.file).read(name)
+        return self._file(info.file).read(name)
+
+    def _file(self, path: Path) -> SafetensorsFile:
+        if path not in self._files:
+            self._files[path] = SafetensorsFile(path)
+        return self._files[path]
 
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.index().values())
@@ -141,7 +143,7 @@ def _find_weight_files(p: Path) -> list[Path]:
     raise FormatError(f"{p}: no model weights (model.safetensors or a sharded index)")
 
 
-def read_header(path: Path) -> dict[str, TensorInfo]:
-    """Names, dtypes and shapes of a safetensors file, from its (validated) header only."""
-    return {name: TensorInfo(Path(path), DTYPE_NAMES[i.dtype], i.shape)
-            for name, i in SafetensorsFile(path).infos.items()}
+def read_header(path: Path | SafetensorsFile) -> dict[str, TensorInfo]:
+    """Names, dtypes and shapes of a safetensors file (a path or an opened one), from its validated header."""
+    f = path if isinstance(path, SafetensorsFile) else SafetensorsFile(path)
+    return {name: TensorInfo(f.path, DTYPE_NAMES[i.dtype], i.shape) for name, i in f.infos.items()}

@@ -136,6 +136,24 @@ def qwen3vl_to_runtime(key: str) -> str | None:
     return None if is_computed(key) else key
 
 
+def disk_to_runtime(family: str, layout: str):
+    """The disk -> runtime key function of a family (``llava`` / ``qwen3vl``) and layout (``original`` / ``hf``)."""
+    if family == "llava":
+        return llava_original_to_runtime if layout == "original" else llava_hf_to_runtime
+    return qwen3vl_to_runtime
+
+
+def runtime_to_disk(family: str, layout: str):
+    """The runtime -> disk key function of a family and layout (as grace's savers write them)."""
+    if family == "llava":
+        return runtime_to_llava_original if layout == "original" else runtime_to_llava_hf
+    return _identity
+
+
+def _identity(key: str) -> str:
+    return key
+
+
 def legacy_module_names(name: str) -> list[str]:
     """Other names a Llava *module* may be stored under (5.x runtime <-> 5.x save names), for lookups."""
     out = []

@@ -77,7 +77,7 @@ class SafetensorsFile:
             numel = 1
             for s in shape:
                 numel *= s
-            if b - a != numel * torch.empty((), dtype=dt).element_size() or a < 0 or base + b > size:
+            if b - a != numel * dt.itemsize or a < 0 or base + b > size:
                 raise FormatError(
                     f"{self.path}: tensor {name!r}: data offsets {a}..{b} do not match shape {list(shape)} "
                     f"{d['dtype']} or run past the end of the file ({size} bytes)"

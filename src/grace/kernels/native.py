@@ -150,9 +150,7 @@ def lsq_ops():
     Used by :func:`grace.numerics.fake_quantize` for fp32 CPU weights; without them it runs the
     same math as torch element-wise ops.
     """
-    if os.environ.get("GRACE_NATIVE", "1") == "0" or not load():
-        return None
-    return torch.ops.grace_native
+    return torch.ops.grace_native if load() else None
 
 
 def w4_permuted_scales(qzeros: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -163,16 +163,12 @@ qwen_hf_to_runtime = N.qwen3vl_to_runtime
 
 def to_runtime_fn(family: Family, layout: str):
     """The disk -> runtime key function of a (family, layout)."""
-    if family.name == "llava":
-        return original_to_runtime if layout == "original" else llava_hf_to_runtime
-    return qwen_hf_to_runtime
+    return N.disk_to_runtime(family.name, layout)
 
 
 def to_disk_fn(family: Family, layout: str):
     """The runtime -> disk key function of a (family, layout) (``None`` = not written there)."""
-    if family.name == "llava":
-        return runtime_to_original if layout == "original" else runtime_to_llava_hf
-    return lambda k: k
+    return N.runtime_to_disk(family.name, layout)
 
 
 def map_module_name(fn, name: str) -> str | None:
