@@ -548,6 +548,20 @@ def require(row: dict, fields: Sequence[str], where: str) -> None:
         raise GraceError(f"{where}: missing field(s) {', '.join(repr(m) for m in missing)}")
 
 
+def read_json_records(path: Path, field: str, what: str, fields: Sequence[str] = ()) -> tuple[dict, list[dict]]:
+    """``(document, document[field])`` of a JSON object holding a list of records (VQA-style files).
+
+    Raises GraceError naming the file if it is not such an object, and naming ``field[i]`` if a
+    record lacks one of ``fields``.
+    """
+    doc = read_json(path)
+    if not isinstance(doc, dict) or field not in doc:
+        raise GraceError(f"{path}: not {what} (no {field!r} list)")
+    for i, r in enumerate(doc[field]):
+        require(r, fields, f"{path}: {field}[{i}]")
+    return doc, doc[field]
+
+
 def where(path: Path, row: dict) -> str:
     """'file:line' for messages about one row."""
     return f"{path}:{row.get('__line__', '?')}"

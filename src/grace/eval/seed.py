@@ -25,7 +25,7 @@ from grace.eval.base import (
     result,
     with_suffix,
 )
-from grace.eval.readers import DataFiles, ImageRef, read_json, read_rows, require, where
+from grace.eval.readers import DataFiles, ImageRef, read_json_records, read_rows, require, where
 
 DIMENSIONS = {
     1: "Scene Understanding", 2: "Instance Identity", 3: "Instance Attributes", 4: "Instance Location",
@@ -82,11 +82,8 @@ class SEEDBench(Benchmark):
             )
         qs: dict[str, dict] = {}
         for f in official:
-            doc = read_json(f)
-            if not isinstance(doc, dict) or "questions" not in doc:
-                raise GraceError(f"{f}: not SEED-Bench.json (no 'questions' list)")
-            for i, q in enumerate(doc["questions"]):
-                require(q, ("question_id", "question_type_id"), f"{f}: questions[{i}]")
+            _, records = read_json_records(f, "questions", "SEED-Bench.json", ("question_id", "question_type_id"))
+            for q in records:
                 qs[as_key(q["question_id"])] = q
         items = []
         if llava:

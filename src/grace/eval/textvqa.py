@@ -25,7 +25,7 @@ from grace.eval.base import (
     result,
     with_suffix,
 )
-from grace.eval.readers import DataFiles, ImageRef, read_json, read_rows, require, where
+from grace.eval.readers import DataFiles, ImageRef, read_json_records, read_rows, require, where
 from grace.eval.vqa_norm import textvqa_accuracy
 
 OCR_PREFIX = "Reference OCR token: "
@@ -83,11 +83,8 @@ class TextVQA(Benchmark):
             )
         anns: dict[str, dict] = {}
         for f in ann_files:
-            doc = read_json(f)
-            if not isinstance(doc, dict) or "data" not in doc:
-                raise GraceError(f"{f}: not a TextVQA annotation file (no 'data' list)")
-            for i, a in enumerate(doc["data"]):
-                require(a, ("image_id", "question"), f"{f}: data[{i}]")
+            _, records = read_json_records(f, "data", "a TextVQA annotation file", ("image_id", "question"))
+            for a in records:
                 anns[_key(str(a["image_id"]), a["question"].lower())] = a
         items: list[Item] = []
         if llava:

@@ -26,7 +26,7 @@ from grace.eval.base import (
     result,
     with_suffix,
 )
-from grace.eval.readers import DataFiles, ImageRef, read_json, read_rows, require, where
+from grace.eval.readers import DataFiles, ImageRef, read_json_records, read_rows, require, where
 from grace.eval.vqa_norm import evalai_normalize, vqa_official_accuracy
 
 
@@ -72,11 +72,8 @@ class VQAv2(Benchmark):
             )
         anns: dict[str, dict] = {}
         for f in ann_files:
-            doc = read_json(f)
-            if not isinstance(doc, dict) or "annotations" not in doc:
-                raise GraceError(f"{f}: not a VQA annotation file (no 'annotations' list)")
-            for i, a in enumerate(doc["annotations"]):
-                require(a, ("question_id", "answers"), f"{f}: annotations[{i}]")
+            _, records = read_json_records(f, "annotations", "a VQA annotation file", ("question_id", "answers"))
+            for a in records:
                 anns[as_key(a["question_id"])] = a
         items: list[Item] = []
         if llava:
@@ -88,13 +85,11 @@ class VQAv2(Benchmark):
         if not q_files:
             raise GraceError("vqav2: no questions file (*questions*.json) among the --data files")
         for f in q_files:
-            doc = read_json(f)
-            if not isinstance(doc, dict) or "questions" not in doc:
-                raise GraceError(f"{f}: not a VQA questions file (no 'questions' list)")
+            doc, records = read_json_records(f, "questions", "a VQA questions file",
+                                             ("question_id", "question", "image_id"))
             subtype = doc.get("data_subtype", "val2014")
             roots = [r for d in data.dirs for r in (d / subtype, d / "images" / subtype)] + data.image_roots()
-            for i, q in enumerate(doc["questions"]):
-                require(q, ("question_id", "question", "image_id"), f"{f}: questions[{i}]")
+            for q in records:
                 k = as_key(q["question_id"])
                 img = ImageRef(name=f"COCO_{subtype}_{int(q['image_id']):012d}.jpg", roots=roots)
                 items.append(self._item(k, q["question_id"], q["question"] + SHORT_SUFFIX, img, anns.get(k)))
